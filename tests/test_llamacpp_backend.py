@@ -1,0 +1,126 @@
+"""The in-process backend on the real bundled SmolLM2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmduet import errors
+from llmduet.models.llamacpp import LlamaCppBackend, StopHoldback, bundled_model_path
+from llmduet.models.types import ChatRequest, TextDelta, Usage
+
+pytestmark = pytest.mark.model
+
+
+def ask(prompt: str, **options: object) -> ChatRequest:
+    return ChatRequest.from_prompt(prompt, **options)  # type: ignore[arg-type]
+
+
+def test_bundled_model_is_found_without_importing_its_package() -> None:
+    path = bundled_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.read_bytes()[:4] == b"GGUF"
+
+
+async def test_streams_deltas_with_exact_usage(llama: LlamaCppBackend) -> None:
+    events = [e async for e in llama.stream(ask("Name three colours.", max_tokens=24, seed=1))]
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    usage = [e for e in events if isinstance(e, Usage)]
+    assert len(deltas) >= 3
+    assert len(usage) == 1
+    assert usage[0].prompt_tokens == len(llama.prompt_tokens(ask("Name three colours.")))
+    assert 1 <= usage[0].completion_tokens <= 24
+    assert [e.t for e in deltas] == sorted(e.t for e in deltas)
+
+
+async def test_max_tokens_is_respected(llama: LlamaCppBackend) -> None:
+    result = await llama.complete(
+        ask("Write a long story about a lighthouse.", max_tokens=7, seed=3)
+    )
+    assert result.usage is not None and result.usage.completion_tokens == 7
+    assert result.finish_reason == "length"
+    assert result.cost_usd is not None and result.cost_usd > 0
+
+
+async def test_same_seed_same_text_different_seed_different_text(llama: LlamaCppBackend) -> None:
+    request = ask("Tell me a short story.", max_tokens=40, temperature=1.0, seed=42)
+    first = await llama.complete(request)
+    await llama.complete(ask("Something else entirely.", max_tokens=5))
+    second = await llama.complete(request)
+    other = await llama.complete(
+        ask("Tell me a short story.", max_tokens=40, temperature=1.0, seed=43)
+    )
+    assert first.text == second.text
+    assert first.text != other.text
+
+
+async def test_stop_sequence_cuts_output_before_it(llama: LlamaCppBackend) -> None:
+    base = ask("List the days of the week.", max_tokens=48, seed=5, temperature=0.0)
+    full = (await llama.complete(base)).text
+    words = full.split()
+    assert len(words) > 4, full
+    stop = words[3]
+    cut = await llama.complete(
+        ask("List the days of the week.", max_tokens=48, seed=5, temperature=0.0, stop=[stop])
+    )
+    assert cut.finish_reason == "stop"
+    assert stop not in cut.text
+    assert full.startswith(cut.text)
+    assert cut.text == full[: full.index(stop)]
+
+
+async def test_context_overflow_is_a_clear_error() -> None:
+    small = LlamaCppBackend("tiny", n_ctx=64, threads=2)
+    with pytest.raises(errors.ContextWindowError, match="context window is 64"):
+        await small.complete(ask("word " * 200))
+
+
+async def test_tools_are_refused_clearly(llama: LlamaCppBackend) -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    with pytest.raises(errors.BadRequestError, match="tool calling"):
+        await llama.complete(ask("hi", tools=tools))
+
+
+def test_a_file_that_is_not_gguf(tmp_path: Path) -> None:
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a model")
+    backend = LlamaCppBackend("fake", fake)
+    assert not backend.readiness().ready
+    assert "is not a GGUF model file" in backend.readiness().reason
+    with pytest.raises(errors.InvalidModelFileError, match="is not a GGUF"):
+        backend.complete_sync(ask("hi"))
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    backend = LlamaCppBackend("gone", tmp_path / "missing.gguf")
+    assert "not found" in backend.readiness().reason
+
+
+def test_a_truncated_gguf(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(bundled_model_path().read_bytes()[:4096])
+    with pytest.raises(errors.InvalidModelFileError, match="could not load"):
+        LlamaCppBackend("broken", broken, threads=1).complete_sync(ask("hi"))
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops", "expected"),
+    [
+        (["Hello", " wor", "ld"], ["world"], ("Hello ", True)),
+        (["ab", "c"], ["cd"], ("abc", False)),
+        (["xEN", "D"], ["END"], ("x", True)),
+        (["plain", " text"], [], ("plain text", False)),
+    ],
+)
+def test_stop_holdback(pieces: list[str], stops: list[str], expected: tuple[str, bool]) -> None:
+    holdback = StopHoldback(stops)
+    emitted, hit = "", False
+    for piece in pieces:
+        text, hit = holdback.push(piece)
+        emitted += text
+        if hit:
+            break
+    if not hit:
+        emitted += holdback.flush()
+    assert (emitted, hit) == expected
