@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from llmduet import errors
-from llmduet.models.llamacpp import LlamaCppBackend, StopHoldback, bundled_model_path
+from llmduet.engine.text import StopHoldback
+from llmduet.models.llamacpp import LlamaCppBackend, bundled_model_path
 from llmduet.models.types import ChatRequest, TextDelta, Usage
 
 pytestmark = pytest.mark.model
@@ -76,10 +78,105 @@ async def test_context_overflow_is_a_clear_error() -> None:
         await small.complete(ask("word " * 200))
 
 
-async def test_tools_are_refused_clearly(llama: LlamaCppBackend) -> None:
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    with pytest.raises(errors.BadRequestError, match="tool calling"):
-        await llama.complete(ask("hi", tools=tools))
+ADD_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers.",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+NOW_TOOL = {"type": "function", "function": {"name": "now", "description": "Current time."}}
+
+
+async def test_required_tool_call_is_valid_for_the_declared_parameters(
+    llama: LlamaCppBackend,
+) -> None:
+    request = ask("What is 2 plus 40?", tools=[ADD_TOOL, NOW_TOOL], tool_choice="required", seed=1)
+    result = await llama.complete(request)
+    assert result.finish_reason == "tool_calls"
+    assert len(result.tool_calls) == 1
+    call = result.tool_calls[0]
+    assert call.name in {"add", "now"} and call.id.startswith("call_")
+    if call.name == "add":
+        args = call.parsed_arguments()
+        assert set(args) == {"a", "b"} and all(isinstance(v, int) for v in args.values())
+
+
+async def test_named_tool_choice_forces_that_tool(llama: LlamaCppBackend) -> None:
+    choice = {"type": "function", "function": {"name": "add"}}
+    result = await llama.complete(ask("Hi there!", tools=[ADD_TOOL, NOW_TOOL], tool_choice=choice))
+    assert [c.name for c in result.tool_calls] == ["add"]
+    assert set(result.tool_calls[0].parsed_arguments()) == {"a", "b"}
+    assert result.text == ""
+
+
+async def test_tool_results_are_accepted_back(llama: LlamaCppBackend) -> None:
+    messages = [
+        {"role": "user", "content": "What is 2 plus 40?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "add", "arguments": '{"a": 2, "b": 40}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    request = ChatRequest(messages=messages, tools=[ADD_TOOL], tool_choice="none", max_tokens=16)
+    result = await llama.complete(request)
+    assert result.text and not result.tool_calls
+
+
+async def test_unknown_tool_choice_is_a_bad_request(llama: LlamaCppBackend) -> None:
+    choice = {"type": "function", "function": {"name": "missing"}}
+    with pytest.raises(errors.BadRequestError, match="'missing', which is not among the tools"):
+        await llama.complete(ask("hi", tools=[ADD_TOOL], tool_choice=choice))
+
+
+async def test_json_schema_output_parses_and_matches(llama: LlamaCppBackend) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
+    for seed in (1, 2, 3):
+        result = await llama.complete(
+            ask("Describe Paris.", response_format=response_format, seed=seed, max_tokens=80)
+        )
+        data = json.loads(result.text)
+        assert isinstance(data["city"], str) and isinstance(data["population"], int)
+
+
+async def test_json_object_output_parses(llama: LlamaCppBackend) -> None:
+    prompt = 'Reply with a JSON object with the keys "name" and "age" of a dog.'
+    for seed in (1, 3):
+        result = await llama.complete(
+            ask(
+                prompt,
+                response_format={"type": "json_object"},
+                max_tokens=120,
+                seed=seed,
+                temperature=0.2,
+            )
+        )
+        assert result.finish_reason == "stop", result.text
+        assert isinstance(json.loads(result.text), dict)
+
+
+async def test_invalid_schema_is_a_bad_request(llama: LlamaCppBackend) -> None:
+    bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "potato"}}}
+    with pytest.raises(errors.BadRequestError, match="invalid JSON schema"):
+        await llama.complete(ask("hi", response_format=bad))
 
 
 def test_a_file_that_is_not_gguf(tmp_path: Path) -> None:

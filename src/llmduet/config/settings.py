@@ -50,7 +50,10 @@ class ModelSpec(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, gt=0)
     threads: int | None = Field(None, gt=0, description="llama.cpp threads (default: all cores)")
-    n_ctx: int = Field(4096, gt=0, description="context window for llamacpp models")
+    n_ctx: int = Field(4096, gt=0, description="context window per sequence (llamacpp)")
+    max_sequences: int = Field(
+        4, ge=1, le=64, description="requests a llamacpp model decodes together"
+    )
     max_retries: int = Field(2, ge=0, le=10, description="retries on 429/5xx/connect errors")
     timeout_s: float = Field(120.0, gt=0)
     usd_per_hour: float | None = Field(None, ge=0, description="hardware price if self-hosted")

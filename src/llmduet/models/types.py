@@ -30,6 +30,9 @@ class ChatRequest:
     seed: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None  # OpenAI shape: json_object / json_schema
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
     @classmethod
     def from_prompt(cls, prompt: str, system: str | None = None, **options: Any) -> ChatRequest:
