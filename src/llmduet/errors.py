@@ -16,6 +16,7 @@ the CLI prints exactly that line and exits non-zero.
         ├── UpstreamServerError      5xx that persisted through retries
         ├── StreamInterruptedError   a stream broke after it started
         ├── ContextWindowError       prompt longer than the context window
+        ├── GenerationTimeoutError   a call ran past its time limit
         └── BadRequestError          the endpoint rejected the request (400/422)
 """
 
@@ -71,6 +72,10 @@ class StreamInterruptedError(BackendError):
 
 
 class ContextWindowError(BackendError):
+    pass
+
+
+class GenerationTimeoutError(BackendError):
     pass
 
 

@@ -28,11 +28,11 @@ from llmduet.engine.text import TextStream
 from llmduet.errors import BackendError, ContextWindowError, DuetError
 
 
-class QueueFullError(DuetError):
+class QueueFullError(BackendError):
     """The admission queue is full; retry after a short wait."""
 
 
-class EngineClosedError(DuetError):
+class EngineClosedError(BackendError):
     """The engine is shutting down and takes no new requests."""
 
 

@@ -171,6 +171,25 @@ class LlamaCppBackend(ChatBackend):
     async def prepare(self) -> None:
         await asyncio.to_thread(self.model)
 
+    def engine_stats(self) -> tuple[int, int]:
+        """(active sequences, waiting requests) of this model's engine."""
+        if self._model is None:
+            return 0, 0
+        engine = self._model.engine
+        return engine.active, engine.waiting
+
+    def unload(self, grace_s: float = 0.0) -> None:
+        """Finish running calls for up to ``grace_s``, cancel the rest, free the model."""
+        if self._model is None:
+            return
+        with _loaded_lock:
+            for key, model in list(_loaded.items()):
+                if model is self._model:
+                    del _loaded[key]
+        self._model.engine.close(grace_s)
+        self._model.weights.close()
+        self._model = None
+
     def prompt_tokens(self, request: ChatRequest, plan: ToolPlan | None = None) -> list[int]:
         """The request rendered with the GGUF chat template and tokenised."""
         plan = plan or plan_tools(request.tools, request.tool_choice)
@@ -207,41 +226,39 @@ class LlamaCppBackend(ChatBackend):
         engine = self.model().engine
         # With tools on, hold text back until it is clearly prose, not a tool call.
         held: list[str] | None = [] if plan.grammar else None
-        try:
-            events = engine.generate(generation)
-            async for event in events:
-                if event.text:
-                    if held is None:
-                        yield TextDelta(event.text, t=event.t)
-                    else:
-                        held.append(event.text)
-                        start = "".join(held).lstrip()
-                        if start and not start.startswith("{") and not plan.forced:
-                            yield TextDelta("".join(held), t=event.t)
-                            held = None
-                if event.finish is None:
-                    continue
-                if event.error:
-                    raise errors.BackendError(f"{self.name}: {event.error}")
-                finish = event.finish
-                if held is not None:
-                    text = "".join(held)
-                    call = parse_tool_call(text, plan)
-                    if call is not None:
-                        function = call["function"]
-                        yield ToolCallDelta(
-                            0,
-                            id=call["id"],
-                            name=function["name"],
-                            arguments=function["arguments"],
-                            t=event.t,
-                        )
-                        finish = "tool_calls"
-                    elif text:
-                        yield TextDelta(text, t=event.t)
-                yield Usage(event.prompt_tokens, event.completion_tokens, t=event.t)
-                yield Finish(finish, t=event.t)
-        except errors.DuetError as exc:
-            if isinstance(exc, errors.BackendError):
-                raise
-            raise errors.BackendError(f"{self.name}: {exc}") from None
+        async for event in engine.generate(generation):
+            if event.text:
+                if held is None:
+                    yield TextDelta(event.text, t=event.t)
+                else:
+                    held.append(event.text)
+                    start = "".join(held).lstrip()
+                    if start and not start.startswith("{") and not plan.forced:
+                        yield TextDelta("".join(held), t=event.t)
+                        held = None
+            if event.finish is None:
+                continue
+            if event.finish == "timeout":
+                raise errors.GenerationTimeoutError(
+                    f"{self.name}: the call ran past its {self.timeout_s:g} s limit"
+                )
+            if event.error:
+                raise errors.BackendError(f"{self.name}: {event.error}")
+            finish = event.finish
+            if held is not None:
+                text = "".join(held)
+                call = parse_tool_call(text, plan)
+                if call is not None:
+                    function = call["function"]
+                    yield ToolCallDelta(
+                        0,
+                        id=call["id"],
+                        name=function["name"],
+                        arguments=function["arguments"],
+                        t=event.t,
+                    )
+                    finish = "tool_calls"
+                elif text:
+                    yield TextDelta(text, t=event.t)
+            yield Usage(event.prompt_tokens, event.completion_tokens, t=event.t)
+            yield Finish(finish, t=event.t)

@@ -1,0 +1,96 @@
+"""``duet serve``: the OpenAI-compatible server for self-hosted GGUF models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from llmduet.cli.app import app, err_console, fail, friendly_errors, registry
+from llmduet.engine.model import check_gguf
+from llmduet.models.llamacpp import bundled_model_path
+
+
+def parse_models(values: list[str]) -> dict[str, Path | None]:
+    """``NAME=PATH`` serves a file; ``NAME`` serves a registered llamacpp model."""
+    if not values:
+        values = ["llama"]
+    models: dict[str, Path | None] = {}
+    settings_models = None
+    for value in values:
+        name, sep, path = value.partition("=")
+        name = name.strip()
+        if not name:
+            raise fail(f"--model '{value}': give NAME=PATH or a registered model name")
+        if sep:
+            models[name] = Path(path).expanduser()
+            continue
+        settings_models = settings_models or registry()
+        spec = settings_models.spec(name)
+        if spec.provider != "llamacpp":
+            raise fail(
+                f"--model {name}: only llamacpp models can be served (it is "
+                f"'{spec.provider}'); use NAME=PATH for a GGUF file"
+            )
+        models[name] = Path(spec.path).expanduser() if spec.path else None
+    for path in models.values():
+        check_gguf(path or bundled_model_path())
+    return models
+
+
+@app.command("serve")
+@friendly_errors
+def serve_command(
+    model: list[str] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="NAME=PATH of a GGUF, or a registered llamacpp model "
+        "(repeat to serve several; default: llama, the bundled SmolLM2)",
+    ),
+    host: str = typer.Option("127.0.0.1", help="address to bind (loopback by default)"),
+    port: int = typer.Option(8000, min=0, max=65535),
+    api_key: list[str] = typer.Option(
+        None,
+        "--api-key",
+        help="require this Bearer key (repeatable; or DUET_API_KEYS, comma-separated)",
+    ),
+    max_concurrency: int = typer.Option(8, min=1, max=64, help="sequences decoded together"),
+    queue: int = typer.Option(64, min=0, help="requests that may wait; beyond it: 429"),
+    threads: int | None = typer.Option(None, min=1, help="llama.cpp threads (default: all)"),
+    context: int = typer.Option(2048, min=64, help="context window per request, in tokens"),
+    timeout: float = typer.Option(300.0, min=1, help="per-request time limit, seconds"),
+    cors_origin: list[str] = typer.Option(None, "--cors-origin", help="allow this origin"),
+) -> None:
+    """Serve GGUF models behind the OpenAI API (chat, tools, JSON, embeddings)."""
+    import uvicorn
+
+    from llmduet.serve import ServeConfig, create_app
+
+    keys = list(api_key or []) + [
+        key.strip() for key in os.environ.get("DUET_API_KEYS", "").split(",") if key.strip()
+    ]
+    config = ServeConfig(
+        models=parse_models(list(model or [])),
+        api_keys=keys,
+        max_concurrency=max_concurrency,
+        queue=queue,
+        threads=threads,
+        context=context,
+        request_timeout_s=timeout,
+        cors_origins=list(cors_origin or []),
+    )
+    if host not in ("127.0.0.1", "localhost", "::1") and not keys:
+        err_console.print(f"[yellow]warning:[/] serving on {host} without --api-key")
+    err_console.print(
+        f"serving {', '.join(config.models)} on http://{host}:{port}/v1 "
+        f"(max {max_concurrency} concurrent, queue {queue})"
+    )
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(config.shutdown_grace_s),
+    )

@@ -1,0 +1,195 @@
+"""The ASGI application of ``duet serve``: lifecycle, middleware and error rendering."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmduet.models.llamacpp import LlamaCppBackend
+from llmduet.serve.errors import ServingError
+from llmduet.serve.metrics import ServerMetrics
+from llmduet.serve.routes import router
+from llmduet.serve.serving import ChatService, ServedModel
+
+log = logging.getLogger("llmduet.serve")
+
+KNOWN_PATHS = {"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/metrics"}
+
+
+@dataclass
+class ServeConfig:
+    models: dict[str, Path | None] = field(default_factory=lambda: {"llama": None})
+    api_keys: list[str] = field(default_factory=list)
+    max_concurrency: int = 8
+    queue: int = 64
+    threads: int | None = None
+    context: int = 2048
+    request_timeout_s: float = 300.0
+    default_max_tokens: int | None = None  # when a request sets none: until the window is full
+    max_body_bytes: int = 4 * 1024 * 1024
+    cors_origins: list[str] = field(default_factory=list)
+    shutdown_grace_s: float = 10.0
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` (declared or streamed) with a 413."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_error(send, self.too_large())
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self.too_large()
+            return message
+
+        await self.app(scope, limited, send)
+
+    def too_large(self) -> ServingError:
+        return ServingError(
+            413, f"the request body is larger than {self.max_bytes} bytes", code="request_too_large"
+        )
+
+
+class CountRequests:
+    """Prometheus count of requests by endpoint and final status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+            self.metrics.requests.labels(path, str(status)).inc()
+
+
+async def _send_error(send: Send, error: ServingError) -> None:
+    response = JSONResponse(
+        error.body().model_dump(), status_code=error.status, headers=error.headers
+    )
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first: dict[str, Any] = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        return f"the request body is not valid JSON: {first.get('msg')}", None
+    param = ".".join(loc) or None
+    where = f"{param}: " if param else ""
+    return f"{where}{first.get('msg')}", param
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    metrics = ServerMetrics()
+    models = [
+        ServedModel(
+            name,
+            LlamaCppBackend(
+                name,
+                path,
+                n_ctx=config.context,
+                threads=config.threads,
+                max_sequences=config.max_concurrency,
+                max_queue=config.queue,
+                timeout_s=config.request_timeout_s,
+            ),
+        )
+        for name, path in config.models.items()
+    ]
+    chat = ChatService(models, metrics)
+    metrics.track_engine(chat.queue_depth, chat.active_sequences)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(chat.load())
+        yield
+        loading.cancel()
+        await asyncio.to_thread(chat.close, config.shutdown_grace_s)
+
+    app = FastAPI(
+        title="llmduet serve",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="OpenAI-compatible server for self-hosted GGUF models.",
+    )
+    app.state.service = chat
+    app.state.api_keys = list(config.api_keys)
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
+        return JSONResponse(exc.body().model_dump(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return await serving_error(request, ServingError(400, message, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = ServingError(
+            exc.status_code, str(exc.detail), code=None, headers=dict(exc.headers or {})
+        )
+        return await serving_error(request, error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        error = ServingError(500, f"internal error: {type(exc).__name__}", type="server_error")
+        return await serving_error(request, error)
+
+    app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # type: ignore[arg-type]
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,  # type: ignore[arg-type]
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(CountRequests, metrics=metrics)  # type: ignore[arg-type]
+    return app
