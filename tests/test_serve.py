@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -14,6 +16,7 @@ import openai
 import pytest
 
 from llmduet.embeddings import MiniLMEmbedder
+from llmduet.models.llamacpp import bundled_model_path
 from llmduet.models.openai import OpenAIBackend
 from llmduet.models.types import ChatRequest
 from llmduet.serve import ServeConfig, create_app
@@ -375,3 +378,36 @@ def test_graceful_shutdown_finishes_running_streams() -> None:
         rest = list(lines)
     running.stop()
     assert "data: [DONE]" in rest
+
+
+def test_duet_ask_reaches_it_as_a_registered_model(
+    server: LiveServer, duet_exe: str, tmp_path: Path
+) -> None:
+    (tmp_path / "duet.toml").write_text(
+        f"[models.served]\nprovider = 'openai'\nmodel = 'llama'\nbase_url = '{server.base_url}'\n"
+    )
+    proc = subprocess.run(
+        [duet_exe, "ask", "Say hi.", "-m", "served", "--json", "--max-tokens", "6"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert row["text"] and row["location"] == "local" and 0 < row["output_tokens"] <= 6
+    assert row["cost_usd"] > 0  # priced as self-hosted hardware time
+
+
+def test_several_models_from_one_server(tmp_path: Path) -> None:
+    path = bundled_model_path()
+    app = create_app(
+        ServeConfig(models={"small": path, "tiny": path}, max_concurrency=2, context=256)
+    )
+    with LiveServer(app) as running:
+        wait_ready(running.url)
+        client = openai.OpenAI(base_url=running.base_url, api_key="x", max_retries=0)
+        assert {m.id for m in client.models.list()} >= {"small", "tiny"}
+        for name in ("small", "tiny"):
+            reply = client.chat.completions.create(model=name, messages=HI, max_tokens=3)
+            assert reply.model == name and reply.choices[0].message.content

@@ -195,8 +195,10 @@ class BatchEngine:
 
     def close(self, grace_s: float = 0.0) -> None:
         """Stop taking requests; let running ones finish for up to ``grace_s``, cancel the
-        rest, then free the context."""
+        rest, then free the context. Closing twice is harmless."""
         with self._condition:
+            if self._closing:
+                return
             self._closing = True
             self._condition.notify()
         deadline = time.perf_counter() + grace_s

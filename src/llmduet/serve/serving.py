@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from llmduet import errors
 from llmduet.embeddings import MiniLMEmbedder
@@ -82,13 +81,9 @@ def to_chat_request(request: ChatCompletionRequest) -> ChatRequest:
     )
 
 
-def sse(payload: Any) -> str:
-    data = (
-        payload.model_dump_json(exclude_none=False)
-        if hasattr(payload, "model_dump_json")
-        else json.dumps(payload)
-    )
-    return f"data: {data}\n\n"
+def sse(payload: BaseModel) -> str:
+    """One server-sent event: ``data: {json}`` and a blank line."""
+    return f"data: {payload.model_dump_json()}\n\n"
 
 
 class ChatService:
