@@ -22,22 +22,7 @@ import llama_cpp
 
 from llmduet.models.llamacpp import LlamaCppBackend, bundled_model_path
 from llmduet.models.types import ChatRequest
-
-SYSTEM = "You are a helpful assistant."
-PROMPTS = [
-    "Explain what a context window is.",
-    "Write a haiku about the sea.",
-    "List five fruits and their colours.",
-    "How do I boil an egg?",
-    "Describe a cat to someone who has never seen one.",
-    "What are the benefits of walking every day?",
-    "Give me three tips for writing clear emails.",
-    "Why is the sky blue?",
-]
-
-
-def messages(prompt: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+from prompts import PROMPTS, messages
 
 
 def run_raw(llm: llama_cpp.Llama, prompt: str, seed: int, args: argparse.Namespace) -> dict:

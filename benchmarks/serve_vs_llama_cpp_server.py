@@ -34,17 +34,8 @@ import llama_cpp
 import openai
 
 from llmduet.models.llamacpp import bundled_model_path
+from prompts import PROMPTS, messages
 
-PROMPTS = [
-    "Explain what a context window is.",
-    "Write a haiku about the sea.",
-    "List five fruits and their colours.",
-    "How do I boil an egg?",
-    "Describe a cat to someone who has never seen one.",
-    "What are the benefits of walking every day?",
-    "Give me three tips for writing clear emails.",
-    "Why is the sky blue?",
-]
 MAX_TOKENS = 64
 THREADS = 2
 
@@ -153,10 +144,7 @@ async def one_request(
             max_tokens=MAX_TOKENS,
             temperature=0.7,
             seed=index,
-            messages=[
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": PROMPTS[index % len(PROMPTS)]},
-            ],
+            messages=messages(PROMPTS[index % len(PROMPTS)]),
         )
         async for chunk in stream:
             if not chunk.choices:
@@ -230,10 +218,7 @@ def raw_single(path: Path, counter: llama_cpp.Llama) -> dict:
         first = None
         parts = []
         for chunk in llm.create_chat_completion(
-            messages=[
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": PROMPTS[index]},
-            ],
+            messages=messages(PROMPTS[index]),
             stream=True,
             max_tokens=MAX_TOKENS,
             temperature=0.7,

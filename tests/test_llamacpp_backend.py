@@ -11,6 +11,7 @@ from llmduet import errors
 from llmduet.engine.text import StopHoldback
 from llmduet.models.llamacpp import LlamaCppBackend, bundled_model_path
 from llmduet.models.types import ChatRequest, TextDelta, Usage
+from tools import ADD_TOOL
 
 pytestmark = pytest.mark.model
 
@@ -78,18 +79,6 @@ async def test_context_overflow_is_a_clear_error() -> None:
         await small.complete(ask("word " * 200))
 
 
-ADD_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two integers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
 NOW_TOOL = {"type": "function", "function": {"name": "now", "description": "Current time."}}
 
 

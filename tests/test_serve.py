@@ -21,21 +21,10 @@ from llmduet.models.openai import OpenAIBackend
 from llmduet.models.types import ChatRequest
 from llmduet.serve import ServeConfig, create_app
 from llmduet.testing import LiveServer
+from tools import ADD_TOOL
 
 pytestmark = pytest.mark.model
 
-ADD_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two integers.",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
 HI = [{"role": "user", "content": "Say hello."}]
 
 

@@ -34,8 +34,8 @@ def parse_models(values: list[str]) -> dict[str, Path | None]:
                 f"'{spec.provider}'); use NAME=PATH for a GGUF file"
             )
         models[name] = Path(spec.path).expanduser() if spec.path else None
-    for path in models.values():
-        check_gguf(path or bundled_model_path())
+    for model_path in models.values():
+        check_gguf(model_path or bundled_model_path())
     return models
 
 

@@ -81,7 +81,8 @@ class ChatFormatter:
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> list[int]:
         try:
-            rendered = self._formatter(messages=plain_messages(messages, tools))
+            plain: Any = plain_messages(messages, tools)  # llama-cpp-python's TypedDicts
+            rendered = self._formatter(messages=plain)
         except Exception as exc:  # the template may raise anything on odd input
             raise BadRequestError(f"the chat template rejected the messages: {exc}") from None
         return self.model.tokenize(rendered.prompt, add_special=not rendered.added_special)

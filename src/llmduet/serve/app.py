@@ -183,13 +183,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         return await serving_error(request, error)
 
     app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=config.cors_origins,  # type: ignore[arg-type]
+            allow_origins=config.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(CountRequests, metrics=metrics)  # type: ignore[arg-type]
+    app.add_middleware(CountRequests, metrics=metrics)
     return app

@@ -42,7 +42,8 @@ class SSEResponse(StreamingResponse):
 
 
 def service(request: Request) -> ChatService:
-    return request.app.state.service  # type: ignore[no-any-return]
+    chat: ChatService = request.app.state.service
+    return chat
 
 
 def require_api_key(request: Request) -> None:

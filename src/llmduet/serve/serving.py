@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from pydantic import BaseModel
@@ -39,6 +40,7 @@ from llmduet.serve.protocol import (
     FunctionCall,
     ModelCard,
     ModelList,
+    NamedToolChoice,
     ToolCallDeltaOut,
     ToolCallOut,
     UsageInfo,
@@ -68,7 +70,7 @@ def to_chat_request(request: ChatCompletionRequest) -> ChatRequest:
         tools=[t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None,
         tool_choice=(
             request.tool_choice.model_dump()
-            if hasattr(request.tool_choice, "model_dump")
+            if isinstance(request.tool_choice, NamedToolChoice)
             else request.tool_choice
         ),
         response_format=(
@@ -149,12 +151,14 @@ class ChatService:
 
     async def _start(
         self, request: ChatCompletionRequest
-    ) -> tuple[ServedModel, AsyncIterator[ChatEvent], ChatEvent | None, float]:
+    ) -> tuple[ServedModel, AsyncGenerator[ChatEvent, None], ChatEvent | None, float]:
         """Validate, submit, and wait for the first event, so that every request error
         surfaces before a response starts."""
         model = self._model(request.model)
         started = time.perf_counter()
-        events = model.backend.stream(to_chat_request(request))
+        events = cast(
+            AsyncGenerator[ChatEvent, None], model.backend.stream(to_chat_request(request))
+        )
         try:
             first = await anext(events)
         except StopAsyncIteration:
@@ -207,7 +211,7 @@ class ChatService:
     async def _frames(
         self,
         model: ServedModel,
-        events: AsyncIterator[ChatEvent],
+        events: AsyncGenerator[ChatEvent, None],
         first: ChatEvent | None,
         started: float,
         include_usage: bool,
