@@ -8,6 +8,7 @@ server at a time. Scenarios:
   all servers stay up and rounds rotate between them, so machine drift hits all alike;
 * 8 concurrent streams, 32 requests: aggregate output tokens/s, TTFT p50/p95, empty or
   cut-off streams; the peer with its defaults and with ``--interrupt_requests False``;
+* the same for ``duet serve --requantize q4_0`` and ``q8_0`` (opt-in conversions);
 * a concurrency sweep (1, 2, 4, 8, 16) of duet serve alone, with a plot.
 
 Output tokens are counted one way for every side: re-tokenising the streamed text.
@@ -107,10 +108,11 @@ def peer(path: Path, interrupt: bool) -> Server:
     )
 
 
-def ours() -> Server:
+def ours(requantize: str | None = None) -> Server:
     port = free_port()
+    extra = ["--requantize", requantize] if requantize else []
     return Server(
-        "duet serve",
+        "duet serve" + (f" --requantize {requantize}" if requantize else ""),
         [
             sys.executable,
             "-m",
@@ -124,6 +126,7 @@ def ours() -> Server:
             "1024",
             "--port",
             str(port),
+            *extra,
         ],
         port,
     )
@@ -311,14 +314,21 @@ def main() -> None:
     show(raw_single(path, counter))
     # All three servers stay up (idle ones use no CPU); rounds alternate between them so
     # the machine's drift hits every server alike.
-    servers = [(ours(), "llama"), (peer(path, True), "smollm2"), (peer(path, False), "smollm2")]
+    servers = [
+        (ours(), "llama"),
+        (peer(path, True), "smollm2"),
+        (peer(path, False), "smollm2"),
+        (ours("q4_0"), "llama"),
+        (ours("q8_0"), "llama"),
+    ]
     with contextlib.ExitStack() as stack:
         for server, model in servers:
             stack.enter_context(server)
             asyncio.run(run_load(server, model, 1, 2, counter))  # warm-up
         per_round: dict[tuple[str, int], list[dict]] = {}
         for round_index in range(args.rounds):
-            order = servers[round_index % 3 :] + servers[: round_index % 3]
+            shift = round_index % len(servers)
+            order = servers[shift:] + servers[:shift]
             for server, model in order:
                 for concurrency, requests in ((1, len(PROMPTS)), (8, 32)):
                     row = asyncio.run(run_load(server, model, concurrency, requests, counter))
@@ -352,6 +362,7 @@ def main() -> None:
     duet8 = find("duet serve", 8)
     peer8 = find("llama_cpp.server --interrupt_requests False", 8)
     peer8_default = find("llama_cpp.server", 8)
+    requantized = {kind: find(f"duet serve --requantize {kind}", 8) for kind in ("q4_0", "q8_0")}
     summary = {
         "single stream tokens/s vs peer": round(duet1["tokens_per_s"] / peer1["tokens_per_s"], 2),
         "single stream tokens/s vs raw in-process": round(
@@ -363,6 +374,12 @@ def main() -> None:
         "8 streams TTFT p95 ours / peer (no interrupt)": round(
             duet8["ttft_ms_p95"] / peer8["ttft_ms_p95"], 3
         ),
+        **{
+            f"8 streams aggregate tokens/s vs peer, --requantize {kind} (opt-in)": round(
+                row["tokens_per_s"] / peer8["tokens_per_s"], 2
+            )
+            for kind, row in requantized.items()
+        },
         "8 streams empty+cut streams: ours / peer default / peer no-interrupt": (
             f"{duet8['empty_streams'] + duet8['cut_off_streams']} / "
             f"{peer8_default['empty_streams'] + peer8_default['cut_off_streams']} / "

@@ -51,6 +51,9 @@ class ModelSpec(BaseModel):
     max_tokens: int | None = Field(None, gt=0)
     threads: int | None = Field(None, gt=0, description="llama.cpp threads (default: all cores)")
     n_ctx: int = Field(4096, gt=0, description="context window per sequence (llamacpp)")
+    requantize: Literal["q4_0", "q8_0"] | None = Field(
+        None, description="convert the GGUF once for faster batched decoding (llamacpp)"
+    )
     max_sequences: int = Field(
         4, ge=1, le=64, description="requests a llamacpp model decodes together"
     )

@@ -21,6 +21,7 @@ from llmduet import errors
 from llmduet.engine.batch import BatchEngine, GenerationRequest
 from llmduet.engine.chat import ChatFormatter
 from llmduet.engine.model import GGUFModel, check_gguf
+from llmduet.engine.quantize import requantized
 from llmduet.engine.sampling import SamplingParams
 from llmduet.engine.structured import (
     ToolPlan,
@@ -136,6 +137,7 @@ class LlamaCppBackend(ChatBackend):
         max_sequences: int = 4,
         max_queue: int = 64,
         timeout_s: float | None = None,
+        requantize: str | None = None,
         location: Location = "local",
         cost_model: CostModel | None = None,
         defaults: dict[str, Any] | None = None,
@@ -147,6 +149,7 @@ class LlamaCppBackend(ChatBackend):
         self.max_sequences = max_sequences
         self.max_queue = max_queue
         self.timeout_s = timeout_s
+        self.requantize = requantize
         self.defaults = {**SAMPLING_DEFAULTS, **(defaults or {})}
         self._model: LocalModel | None = None
 
@@ -163,8 +166,9 @@ class LlamaCppBackend(ChatBackend):
 
     def model(self) -> LocalModel:
         if self._model is None:
+            path = requantized(self.path, self.requantize) if self.requantize else self.path
             self._model = load_local_model(
-                self.path, self.n_ctx, self.threads, self.max_sequences, self.max_queue
+                path, self.n_ctx, self.threads, self.max_sequences, self.max_queue
             )
         return self._model
 

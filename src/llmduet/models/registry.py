@@ -60,6 +60,7 @@ def _llamacpp_factory(name: str, spec: ModelSpec, settings: Settings) -> ChatBac
         n_ctx=spec.n_ctx,
         threads=spec.threads,
         max_sequences=spec.max_sequences,
+        requantize=spec.requantize,
         timeout_s=spec.timeout_s,
         location=spec.resolved_location,
         cost_model=cost_model_for(spec, settings),

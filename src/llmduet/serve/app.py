@@ -37,6 +37,7 @@ class ServeConfig:
     threads: int | None = None
     context: int = 2048
     request_timeout_s: float = 300.0
+    requantize: str | None = None  # "q4_0" or "q8_0": see llmduet.engine.quantize
     default_max_tokens: int | None = None  # when a request sets none: until the window is full
     max_body_bytes: int = 4 * 1024 * 1024
     cors_origins: list[str] = field(default_factory=list)
@@ -137,6 +138,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 max_sequences=config.max_concurrency,
                 max_queue=config.queue,
                 timeout_s=config.request_timeout_s,
+                requantize=config.requantize,
             ),
         )
         for name, path in config.models.items()
