@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_ask_renders_panes_and_a_table(duet_exe: str, served: ScriptedOpenAIServ
 @pytest.mark.parametrize(
     ("args", "fragments", "code"),
     [
-        (["ask", "hi", "-m", "nope"], ["unknown model 'nope'"], 1),
+        (["ask", "hi", "-m", "nope"], ["unknown model 'nope'", "under [models.NAME] in"], 1),
         (["ask", "hi", "-m", "chatgpt"], ["no model produced an answer", "set OPENAI_API_KEY"], 1),
         (["ask", "hi", "-m", "broken"], ["missing.gguf not found"], 1),
         (["ask", "word " * 100, "-m", "tiny"], ["context window is 64"], 1),
@@ -203,3 +204,14 @@ def test_chat_keeps_history_and_switches_model(
         {"role": "assistant", "content": "first reply"},
         {"role": "user", "content": "and again"},
     ]
+
+
+def test_serve_refuses_a_busy_port_and_a_missing_model(duet_exe: str, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = duet(duet_exe, "serve", "--port", str(port))
+        assert_clean_error(proc, f"cannot listen on 127.0.0.1:{port}")
+    assert_clean_error(duet(duet_exe, "serve", "-m", f"x={tmp_path}/none.gguf"), "not found")
+    assert_clean_error(duet(duet_exe, "serve", "--requantize", "q9"), "choose one of q4_0, q8_0")

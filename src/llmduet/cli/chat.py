@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import typer
+from rich.markup import escape
 
 from llmduet.cli.app import app, console, friendly_errors, registry
 from llmduet.errors import DuetError
@@ -25,7 +26,7 @@ async def _turn(
     backend = models.backend(name)
     readiness = backend.readiness()
     if not readiness.ready:
-        console.print(f"[yellow]{name} cannot run: {readiness.reason}[/]")
+        console.print(f"[yellow]{escape(name)} cannot run: {escape(readiness.reason)}[/]")
         return None
     await backend.prepare()
     console.print(f"[bold]{name}>[/] ", end="")
@@ -34,7 +35,7 @@ async def _turn(
             ChatRequest(messages=history, **request_options), _print_delta
         )
     except DuetError as exc:
-        console.print(f"\n[red]error: {exc}[/]")
+        console.print(f"\n[red]error: {escape(str(exc))}[/]")
         return None
     ttft = result.ttft_s
     stats = f"{result.output_tokens} tokens, {result.tokens_per_s or 0:.1f} tok/s"
@@ -73,13 +74,13 @@ async def _loop(models: ModelRegistry, name: str, system: str | None, options: d
                 try:
                     models.spec(wanted)
                 except DuetError as exc:
-                    console.print(f"[red]{exc}[/]")
+                    console.print(f"[red]{escape(str(exc))}[/]")
                     continue
                 name = wanted.lower()
                 console.print(f"[dim]now chatting with {name} (history kept)[/]")
                 continue
             if text.startswith("/"):
-                console.print(f"[yellow]unknown command {text.split()[0]}; {HELP}[/]")
+                console.print(f"[yellow]unknown command {escape(text.split()[0])}; {HELP}[/]")
                 continue
             history.append({"role": "user", "content": text})
             answer = await _turn(models, name, history, options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import typer
@@ -38,6 +39,19 @@ def parse_models(values: list[str]) -> dict[str, Path | None]:
     for model_path in models.values():
         check_gguf(model_path or bundled_model_path())
     return models
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise fail(
+                f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port "
+                "or stop what uses it"
+            ) from None
 
 
 @app.command("serve")
@@ -90,6 +104,7 @@ def serve_command(
     )
     if requantize and requantize not in FORMATS:
         raise fail(f"--requantize {requantize}: choose one of {', '.join(FORMATS)}")
+    ensure_port_free(host, port)
     if host not in ("127.0.0.1", "localhost", "::1") and not keys:
         err_console.print(f"[yellow]warning:[/] serving on {host} without --api-key")
     err_console.print(
