@@ -54,9 +54,9 @@ def write_pdf(path: Path, pages: list[str], title: str = "") -> None:
         info_id = len(objects)
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
-    for number, body in enumerate(objects, 1):
+    for number, entry in enumerate(objects, 1):
         offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+        out += b"%d 0 obj\n" % number + entry + b"\nendobj\n"
     xref = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
