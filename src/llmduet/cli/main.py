@@ -1,6 +1,6 @@
 """Entry point of the ``duet`` command: importing the command modules registers them."""
 
-from llmduet.cli import ask, chat, models, serve  # noqa: F401
+from llmduet.cli import ask, chat, models, rag, serve  # noqa: F401
 from llmduet.cli.app import app
 
 

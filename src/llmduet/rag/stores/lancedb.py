@@ -1,0 +1,121 @@
+"""The embedded default store: LanceDB in one directory (vectors, BM25 full-text index).
+
+Each file's chunks are replaced in a single ``add`` after deleting the old ones by source;
+a LanceDB commit is atomic, so an ingest killed midway leaves every file either fully in
+or fully out, and re-ingesting a file is idempotent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from llmduet.rag.chunking import Chunk
+from llmduet.rag.stores.base import StoredHit
+
+TABLE = "chunks"
+COLUMNS = ["id", "source", "title", "heading", "page", "start", "end", "text"]
+
+
+def _schema(dimensions: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dimensions)),
+            pa.field("source", pa.string()),
+            pa.field("title", pa.string()),
+            pa.field("heading", pa.string()),
+            pa.field("page", pa.int32(), nullable=True),
+            pa.field("start", pa.int32()),
+            pa.field("end", pa.int32()),
+            pa.field("text", pa.string()),
+        ]
+    )
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def glob_to_like(pattern: str) -> str:
+    """A shell glob (``docs/*.md``) as a SQL LIKE pattern."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+class LanceDBStore:
+    def __init__(self, directory: Path, dimensions: int) -> None:
+        import lancedb
+
+        self.directory = directory
+        self._db = lancedb.connect(str(directory))
+        if TABLE in self._db.list_tables().tables:
+            self._table = self._db.open_table(TABLE)
+        else:
+            self._table = self._db.create_table(TABLE, schema=_schema(dimensions))
+        self._has_fts = any(index.name == "text_idx" for index in self._table.list_indices())
+
+    def _where(self, path_glob: str | None) -> str | None:
+        return f"source LIKE {_quote(glob_to_like(path_glob))}" if path_glob else None
+
+    def replace_source(
+        self, source: str, chunks: list[Chunk], vectors: npt.NDArray[np.float32]
+    ) -> None:
+        self.delete_source(source)
+        if not chunks:
+            return
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), pa.float32())
+        columns: dict[str, Any] = {
+            "id": [c.id for c in chunks],
+            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+            "source": [c.source for c in chunks],
+            "title": [c.title for c in chunks],
+            "heading": [c.heading for c in chunks],
+            "page": pa.array([c.page for c in chunks], pa.int32()),
+            "start": pa.array([c.start for c in chunks], pa.int32()),
+            "end": pa.array([c.end for c in chunks], pa.int32()),
+            "text": [c.text for c in chunks],
+        }
+        self._table.add(pa.table(columns, schema=self._table.schema))
+
+    def delete_source(self, source: str) -> None:
+        self._table.delete(f"source = {_quote(source)}")
+
+    def finish_ingest(self) -> None:
+        if not self._has_fts and self._table.count_rows():
+            from lancedb.index import FTS
+
+            self._table.create_index("text", config=FTS())
+            self._has_fts = True
+        self._table.optimize()
+
+    def count(self) -> int:
+        return int(self._table.count_rows())
+
+    @staticmethod
+    def _chunk(row: dict[str, Any]) -> Chunk:
+        return Chunk(**{key: row[key] for key in COLUMNS})
+
+    def dense(
+        self, vector: npt.NDArray[np.float32], k: int, path_glob: str | None = None
+    ) -> list[StoredHit]:
+        query = self._table.search(vector).distance_type("cosine")  # type: ignore[attr-defined]
+        where = self._where(path_glob)
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = query.select([*COLUMNS, "_distance"]).limit(k).to_list()
+        return [StoredHit(self._chunk(row), 1.0 - float(row["_distance"])) for row in rows]
+
+    def lexical(self, query: str, k: int, path_glob: str | None = None) -> list[StoredHit]:
+        if not self._has_fts or not query.strip():
+            return []
+        search = self._table.search(query, query_type="fts")
+        where = self._where(path_glob)
+        if where:
+            search = search.where(where, prefilter=True)
+        rows = search.select([*COLUMNS, "_score"]).limit(k).to_list()
+        return [StoredHit(self._chunk(row), float(row["_score"])) for row in rows]

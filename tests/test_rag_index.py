@@ -1,0 +1,189 @@
+"""Incremental ingest into LanceDB, hybrid retrieval, and the `duet rag` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llmduet.data import HANDBOOK_DOCS, HANDBOOK_QUESTIONS
+from llmduet.embeddings import MiniLMEmbedder
+from llmduet.errors import ConfigError
+from llmduet.rag.chunking import Chunker
+from llmduet.rag.index import MANIFEST, DocumentIndex
+from llmduet.rag.retrieval import Retriever
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder(threads=2)
+
+
+def new_index(directory: Path, embedder: MiniLMEmbedder) -> DocumentIndex:
+    return DocumentIndex(directory, embedder, Chunker(embedder.count_tokens, 200, 40))
+
+
+@pytest.fixture(scope="module")
+def handbook_index(
+    tmp_path_factory: pytest.TempPathFactory, embedder: MiniLMEmbedder
+) -> DocumentIndex:
+    index = new_index(tmp_path_factory.mktemp("index"), embedder)
+    report = index.ingest([HANDBOOK_DOCS])
+    assert len(report.ingested) == len(list(HANDBOOK_DOCS.iterdir())) and not report.skipped
+    return index
+
+
+def test_hybrid_retrieval_finds_the_gold_document(
+    handbook_index: DocumentIndex, embedder: MiniLMEmbedder
+) -> None:
+    retriever = Retriever(handbook_index.store, embedder)
+    questions = [json.loads(line) for line in HANDBOOK_QUESTIONS.read_text().splitlines()]
+    answerable = [q for q in questions if q["sources"]]
+    recall = {}
+    for mode in ("bm25", "dense", "hybrid"):
+        found = sum(
+            any(
+                hit.chunk.source in q["sources"] for hit in retriever.search(q["question"], 5, mode)
+            )  # type: ignore[arg-type]
+            for q in answerable
+        )
+        recall[mode] = found / len(answerable)
+    assert recall["hybrid"] >= 0.9, recall
+    assert recall["hybrid"] >= max(recall["bm25"], recall["dense"]) - 0.02, recall
+
+
+def test_path_glob_filters_sources(handbook_index: DocumentIndex, embedder: MiniLMEmbedder) -> None:
+    retriever = Retriever(handbook_index.store, embedder)
+    for mode in ("hybrid", "dense", "bm25"):
+        hits = retriever.search("vacation days", 5, mode, path_glob="*leave*")  # type: ignore[arg-type]
+        assert hits and all("leave" in hit.chunk.source for hit in hits)
+
+
+def test_reingest_is_incremental(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
+    docs = tmp_path / "docs"
+    shutil.copytree(HANDBOOK_DOCS, docs)
+    (docs / "notes.bin").write_bytes(b"\x00\x01\x02")
+    (docs / "latin.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 nonsense")
+    index = new_index(tmp_path / "index", embedder)
+    first = index.ingest([docs])
+    assert set(first.skipped) == {"notes.bin", "latin.txt", "broken.pdf"}
+    assert "unsupported file type" in first.skipped["notes.bin"]
+    assert "not UTF-8" in first.skipped["latin.txt"]
+    assert "corrupt" in first.skipped["broken.pdf"]
+    total = index.store.count()
+    assert total == first.chunks
+
+    again = new_index(tmp_path / "index", embedder).ingest([docs])
+    assert again.ingested == [] and len(again.unchanged) == len(first.ingested)
+
+    (docs / "sick-leave.md").write_text("# Sick leave\n\nTake up to 99 paid sick days.\n")
+    (docs / "learning-budget.md").unlink()
+    third = index.ingest([docs])
+    assert third.ingested == ["sick-leave.md"] and third.removed == ["learning-budget.md"]
+    retriever = Retriever(index.store, embedder)
+    assert all(
+        hit.chunk.source != "learning-budget.md"
+        for hit in retriever.search("learning budget conference", 10)
+    )
+    top = retriever.search("how many paid sick days", 1, "bm25")[0]
+    assert top.chunk.source == "sick-leave.md" and "99" in top.chunk.text
+
+
+def test_the_index_refuses_another_embedder(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
+    index = new_index(tmp_path, embedder)
+    index.ingest([HANDBOOK_DOCS / "paid-time-off.md"])
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    manifest["embedder"] = "text-embedding-3-small"
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="built with the embedder 'text-embedding-3-small'"):
+        new_index(tmp_path, embedder)
+
+
+def test_an_ingest_killed_midway_leaves_a_usable_index(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    sample = sorted(HANDBOOK_DOCS.glob("*.md"))[:8]
+    for copy in range(2):
+        (docs / f"copy{copy}").mkdir(parents=True)
+        for path in sample:
+            shutil.copy(path, docs / f"copy{copy}" / path.name)
+    files = 2 * len(sample)
+    command = [
+        sys.executable,
+        "-m",
+        "llmduet.cli.main",
+        "rag",
+        "ingest",
+        str(docs),
+        "--index",
+        str(tmp_path / "index"),
+        "--json",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    manifest = tmp_path / "index" / MANIFEST
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until some files are in, then kill -9
+        if manifest.exists() and len(json.loads(manifest.read_text())["files"]) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = len(json.loads(manifest.read_text())["files"])
+    assert 3 <= partial < files
+    search = subprocess.run(
+        [
+            *command[:3],
+            "rag",
+            "search",
+            "parental leave",
+            "--index",
+            str(tmp_path / "index"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert search.returncode == 0, search.stderr  # usable while incomplete
+    finish = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finish.returncode == 0, finish.stderr
+    report = json.loads(finish.stdout)
+    assert len(report["unchanged"]) == partial and len(report["ingested"]) == files - partial
+    embedder = MiniLMEmbedder(threads=2)
+    index = new_index(tmp_path / "index", embedder)
+    clean = new_index(tmp_path / "clean", embedder)
+    clean.ingest([docs])
+    assert index.store.count() == clean.store.count()  # nothing duplicated, nothing lost
+
+
+def test_rag_cli(tmp_path: Path, duet_exe: str) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [duet_exe, "rag", *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
+
+    ingest = run("ingest", str(HANDBOOK_DOCS / "travel-policy.md"), "--json")
+    assert ingest.returncode == 0, ingest.stderr
+    assert json.loads(ingest.stdout)["ingested"] == ["travel-policy.md"]
+    assert (tmp_path / ".duet" / "index" / MANIFEST).exists()  # the default index folder
+    search = run("search", "per diem", "--json", "-k", "2", "--mode", "bm25")
+    rows = [json.loads(line) for line in search.stdout.splitlines()]
+    assert len(rows) == 2 and rows[0]["source"] == "travel-policy.md"
+    assert {"source", "heading", "page", "score", "text"} <= set(rows[0])
+    for args, message in [
+        (("search", "x", "--index", "nowhere"), "no index at nowhere"),
+        (("search", "x", "--mode", "fuzzy"), "choose hybrid, dense or bm25"),
+        (("ingest", "missing-folder"), "missing-folder does not exist"),
+    ]:
+        result = run(*args)
+        assert result.returncode == 1 and message in result.stderr
+        assert "Traceback" not in result.stderr
