@@ -28,6 +28,8 @@ install-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(BIN)/duet models
 	$(BIN)/duet ask "In two sentences, what is the difference between a managed LLM API and a self-hosted model?" -m llama -m chatgpt --max-tokens 96 --seed 7
+	$(BIN)/duet rag ingest src/llmduet/data/handbook/docs --index .duet/demo-index
+	$(BIN)/duet rag search "How many vacation days do I get after five years?" --index .duet/demo-index -k 3
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
