@@ -118,17 +118,20 @@ def search_command(
         for hit in hits:
             print(json.dumps(hit.to_dict()))
         return
-    table = Table(title=f"{mode} search: {query}")
-    for column in ("#", "score", "source", "heading", "page", "text"):
-        table.add_column(column)
+    show_page = any(hit.chunk.page for hit in hits)
+    table = Table(title=f"{mode} search: {escape(query)}", expand=True)
+    table.add_column("#", no_wrap=True)
+    table.add_column("score", no_wrap=True)
+    table.add_column("source", max_width=28)
+    table.add_column("heading", max_width=32)
+    if show_page:
+        table.add_column("page", no_wrap=True)
+    table.add_column("text", ratio=1)
     for rank, hit in enumerate(hits, 1):
         chunk = hit.chunk
-        table.add_row(
-            str(rank),
-            f"{hit.score:.4f}",
-            escape(chunk.source),
-            escape(chunk.heading),
-            str(chunk.page or ""),
-            escape(chunk.text[:160].replace("\n", " ")),
-        )
+        cells = [str(rank), f"{hit.score:.4f}", escape(chunk.source), escape(chunk.heading)]
+        if show_page:
+            cells.append(str(chunk.page or ""))
+        cells.append(escape(" ".join(chunk.text.split())[:200]))
+        table.add_row(*cells)
     console.print(table)
