@@ -19,6 +19,7 @@ from llmduet.errors import ConfigError
 from llmduet.rag.chunking import Chunker
 from llmduet.rag.index import MANIFEST, DocumentIndex
 from llmduet.rag.retrieval import Retriever
+from llmduet.testing import ScriptedOpenAIServer
 
 pytestmark = pytest.mark.model
 
@@ -187,3 +188,36 @@ def test_rag_cli(tmp_path: Path, duet_exe: str) -> None:
         result = run(*args)
         assert result.returncode == 1 and message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_rag_ask_cites_passages_and_refuses_when_nothing_is_relevant(
+    tmp_path: Path, duet_exe: str, server: ScriptedOpenAIServer
+) -> None:
+    (tmp_path / "duet.toml").write_text(
+        f"[models.served]\nprovider = 'openai'\nmodel = 'm'\nbase_url = '{server.base_url}'\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [duet_exe, "rag", *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
+
+    assert run("ingest", str(HANDBOOK_DOCS)).returncode == 0
+    server.queue("Employees with 5+ years get 26 days [1], see also [9] and [1].")
+    result = run(
+        "ask", "How many vacation days after five years?", "-m", "served", "--json", "-k", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout)
+    assert row["answer"].startswith("Employees with 5+ years")
+    assert [c["n"] for c in row["citations"]] == [1]  # [9] is not a passage: dropped
+    assert row["citations"][0]["source"] == row["retrieved"][0]["source"] == "paid-time-off.md"
+    assert row["retrieval_ms"] > 0 and row["ttft_ms"] > 0 and row["error"] is None
+    sent = server.requests[-1]["messages"]
+    assert "only the numbered passages" in sent[0]["content"]
+    assert "[1] paid-time-off.md" in sent[1]["content"] and "```" in sent[1]["content"]
+    asked = len(server.requests)
+    refused = run("ask", "What is the capital of Mongolia?", "-m", "served", "--json")
+    assert refused.returncode == 0, refused.stderr
+    assert json.loads(refused.stdout)["answer"] == "The documents do not say."
+    assert len(server.requests) == asked  # no model was asked to guess

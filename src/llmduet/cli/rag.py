@@ -135,3 +135,131 @@ def search_command(
         cells.append(escape(" ".join(chunk.text.split())[:200]))
         table.add_row(*cells)
     console.print(table)
+
+
+@rag_app.command("ask")
+@friendly_errors
+def ask_command(
+    question: str = typer.Argument(..., help="the question"),
+    index: Path = typer.Option(DEFAULT_INDEX, "--index", help="index folder"),
+    model: list[str] = typer.Option(
+        None, "--model", "-m", help="model to answer with (repeat; default: llama, chatgpt)"
+    ),
+    k: int = typer.Option(5, "-k", min=1, max=20, help="passages given to the models"),
+    path: str | None = typer.Option(None, "--path", help="only sources matching this glob"),
+    min_similarity: float = typer.Option(
+        0.3, min=0.0, max=1.0, help="below this best-passage similarity: 'the documents do not say'"
+    ),
+    temperature: float | None = typer.Option(None, min=0.0, max=2.0),
+    max_tokens: int | None = typer.Option(256, "--max-tokens", min=1),
+    seed: int | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per model"),
+) -> None:
+    """Answer from the indexed documents with citations, on several models side by side."""
+    import asyncio
+
+    from rich.live import Live
+
+    from llmduet.cli.app import registry
+    from llmduet.cli.ask import DEFAULT_MODELS, SideBySideView, summary_table
+    from llmduet.models.side_by_side import EventSink, Outcome, run_side_by_side
+    from llmduet.rag.answer import NOT_FOUND, ground
+    from llmduet.rag.index import MANIFEST
+    from llmduet.rag.retrieval import Retriever
+
+    if not question.strip():
+        raise fail("the question is empty")
+    if not (index / MANIFEST).exists():
+        raise fail(f"no index at {index}: run `duet rag ingest PATH --index {index}` first")
+    names = list(dict.fromkeys(name.lower() for name in (model or DEFAULT_MODELS)))
+    models = registry()
+    for name in names:
+        models.spec(name)
+    chunking = json.loads((index / MANIFEST).read_text()).get("chunking", {})
+    document_index = open_index(
+        index, chunking.get("target_tokens", 200), chunking.get("overlap_tokens", 40)
+    )
+    retriever = Retriever(document_index.store, document_index.embedder)
+    prompt = ground(retriever, question, k, min_similarity, path)
+    request = prompt.request(temperature=temperature, max_tokens=max_tokens, seed=seed)
+
+    async def answer(on_event: EventSink | None) -> list[Outcome]:
+        if not prompt.relevant:  # nothing relevant: no model is asked to guess
+            return [Outcome(name, models.backend(name).location) for name in names]
+        try:
+            return await run_side_by_side(models, names, request, on_event)
+        finally:
+            await models.aclose()
+
+    if as_json:
+        outcomes = asyncio.run(answer(None))
+    else:
+        view = SideBySideView(names)
+        with Live(view, console=console, refresh_per_second=12) as live:
+            outcomes = asyncio.run(answer(view.on_event))
+            if not prompt.relevant:
+                for name in names:
+                    view.texts[name].append(NOT_FOUND)
+            view.finish(outcomes)
+            live.refresh()
+        if not console.is_terminal:
+            console.print()
+    retrieved = [
+        {
+            "source": h.chunk.source,
+            "heading": h.chunk.heading,
+            "page": h.chunk.page,
+            "score": round(h.score, 6),
+        }
+        for h in prompt.hits
+    ]
+    rows = []
+    for outcome in outcomes:
+        result = outcome.result
+        text = result.text if result else (NOT_FOUND if not prompt.relevant else "")
+        summary = outcome.to_dict()
+        rows.append(
+            {
+                "model": outcome.model,
+                "answer": text,
+                "citations": [c.to_dict() for c in prompt.citations(text)],
+                "retrieved": retrieved,
+                "retrieval_ms": round(prompt.retrieval_ms, 2),
+                "ttft_ms": summary["ttft_ms"],
+                "total_ms": summary["total_ms"],
+                "tokens_per_s": summary["tokens_per_s"],
+                "cost_usd": summary["cost_usd"]
+                if result
+                else (0.0 if not prompt.relevant else None),
+                "location": outcome.location,
+                "error": outcome.error,
+            }
+        )
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        sources = Table(title=f"Sources (retrieval {prompt.retrieval_ms:.0f} ms)")
+        for column in ("#", "source", "heading", "page", "cited by"):
+            sources.add_column(column)
+        for n, hit in enumerate(prompt.hits, 1):
+            cited = [row["model"] for row in rows if any(c["n"] == n for c in row["citations"])]
+            sources.add_row(
+                str(n),
+                escape(hit.chunk.source),
+                escape(hit.chunk.heading),
+                str(hit.chunk.page or ""),
+                ", ".join(cited),
+            )
+        console.print(sources)
+        if prompt.relevant:
+            console.print(summary_table(outcomes))
+        else:
+            console.print(
+                f"[yellow]nothing relevant found (best similarity "
+                f"{prompt.best_similarity or 0:.2f} < {min_similarity}); "
+                "no model was asked[/]"
+            )
+    if prompt.relevant and not any(outcome.ok for outcome in outcomes):
+        reasons = "; ".join(f"{o.model}: {o.error}" for o in outcomes)
+        raise fail(f"no model produced an answer ({reasons})")

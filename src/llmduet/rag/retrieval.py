@@ -20,6 +20,7 @@ class Hit:
     score: float  # hybrid: RRF score; dense: cosine; bm25: BM25
     dense_rank: int | None = None
     bm25_rank: int | None = None
+    similarity: float | None = None  # cosine to the query, when the dense search found it
 
     def to_dict(self) -> dict[str, object]:
         chunk = self.chunk
@@ -33,13 +34,16 @@ class Hit:
             "score": round(self.score, 6),
             "dense_rank": self.dense_rank,
             "bm25_rank": self.bm25_rank,
+            "similarity": self.similarity,
             "text": chunk.text,
         }
 
 
 def reciprocal_rank_fusion(rankings: list[list[StoredHit]], k: int) -> list[Hit]:
-    """Fuse ranked lists: score = sum of 1 / (RRF_K + rank) over the lists a chunk is in."""
+    """Fuse ranked lists: score = sum of 1 / (RRF_K + rank) over the lists a chunk is in.
+    The first list must be the dense one; its cosine scores are kept as ``similarity``."""
     scores: dict[str, float] = {}
+    similarity: dict[str, float] = {}
     chunks: dict[str, Chunk] = {}
     ranks: dict[str, list[int | None]] = {}
     for position, ranking in enumerate(rankings):
@@ -48,8 +52,13 @@ def reciprocal_rank_fusion(rankings: list[list[StoredHit]], k: int) -> list[Hit]
             chunks[key] = hit.chunk
             scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank)
             ranks.setdefault(key, [None] * len(rankings))[position] = rank
+            if position == 0:
+                similarity[key] = hit.score
     ordered = sorted(scores, key=lambda key: -scores[key])[:k]
-    return [Hit(chunks[key], scores[key], *ranks[key][:2]) for key in ordered]
+    return [
+        Hit(chunks[key], scores[key], ranks[key][0], ranks[key][-1], similarity.get(key))
+        for key in ordered
+    ]
 
 
 class Retriever:
@@ -70,7 +79,7 @@ class Retriever:
         vector = self.embedder.embed([query]).vectors[0]
         if mode == "dense":
             return [
-                Hit(h.chunk, h.score, rank, None)
+                Hit(h.chunk, h.score, rank, None, similarity=h.score)
                 for rank, h in enumerate(self.store.dense(vector, k, path_glob), 1)
             ]
         depth = k * CANDIDATES_PER_K
