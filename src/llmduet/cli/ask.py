@@ -93,6 +93,13 @@ def summary_table(outcomes: list[Outcome]) -> Table:
     return table
 
 
+def require_an_answer(outcomes: list[Outcome]) -> None:
+    """Exit non-zero, with every model's reason, when no model answered."""
+    if not any(outcome.ok for outcome in outcomes):
+        reasons = "; ".join(f"{o.model}: {o.error}" for o in outcomes)
+        raise fail(f"no model produced an answer ({reasons})")
+
+
 @app.command("ask")
 @friendly_errors
 def ask_command(
@@ -134,6 +141,4 @@ def ask_command(
         if not console.is_terminal:
             console.print()
         console.print(summary_table(outcomes))
-    if not any(outcome.ok for outcome in outcomes):
-        reasons = "; ".join(f"{o.model}: {o.error}" for o in outcomes)
-        raise fail(f"no model produced an answer ({reasons})")
+    require_an_answer(outcomes)

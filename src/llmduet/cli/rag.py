@@ -161,7 +161,7 @@ def ask_command(
     from rich.live import Live
 
     from llmduet.cli.app import registry
-    from llmduet.cli.ask import DEFAULT_MODELS, SideBySideView, summary_table
+    from llmduet.cli.ask import DEFAULT_MODELS, SideBySideView, require_an_answer, summary_table
     from llmduet.models.side_by_side import EventSink, Outcome, run_side_by_side
     from llmduet.rag.answer import NOT_FOUND, ground
     from llmduet.rag.index import MANIFEST
@@ -260,6 +260,5 @@ def ask_command(
                 f"{prompt.best_similarity or 0:.2f} < {min_similarity}); "
                 "no model was asked[/]"
             )
-    if prompt.relevant and not any(outcome.ok for outcome in outcomes):
-        reasons = "; ".join(f"{o.model}: {o.error}" for o in outcomes)
-        raise fail(f"no model produced an answer ({reasons})")
+    if prompt.relevant:
+        require_an_answer(outcomes)
