@@ -50,6 +50,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/model_layer_overhead.py
 	$(BIN)/python benchmarks/serve_vs_llama_cpp_server.py
+	$(BIN)/python benchmarks/rag_retrieval_quality.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache
