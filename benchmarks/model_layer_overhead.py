@@ -15,48 +15,13 @@ import asyncio
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import llama_cpp
 
+from common import PROMPTS, count_tokens, messages, run_raw
 from llmduet.models.llamacpp import LlamaCppBackend, bundled_model_path
 from llmduet.models.types import ChatRequest
-from prompts import PROMPTS, messages
-
-
-def run_raw(llm: llama_cpp.Llama, prompt: str, seed: int, args: argparse.Namespace) -> dict:
-    started = time.perf_counter()
-    first = None
-    parts: list[str] = []
-    for chunk in llm.create_chat_completion(
-        messages=messages(prompt),
-        stream=True,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_p=0.95,
-        top_k=40,
-        min_p=0.05,
-        seed=seed,
-    ):
-        content = chunk["choices"][0]["delta"].get("content")
-        if content:
-            first = first or time.perf_counter()
-            parts.append(content)
-    finished = time.perf_counter()
-    text = "".join(parts)
-    tokens = len(llm.tokenize(text.encode(), add_bos=False, special=False))
-    return {
-        "text": text,
-        "tokens": tokens,
-        "ttft": (first or finished) - started,
-        "total": finished - started,
-    }
-
-
-def count_tokens(llm: llama_cpp.Llama, text: str) -> int:
-    """Output tokens counted one way for both sides: re-tokenising the text."""
-    return len(llm.tokenize(text.encode(), add_bos=False, special=False))
 
 
 def run_duet(
@@ -98,7 +63,7 @@ def main() -> None:
     )
     duet = LlamaCppBackend("llama", path, n_ctx=2048, threads=args.threads, max_sequences=1)
     duet.model()
-    run_raw(raw, "Hello", 0, args)  # warm both up
+    run_raw(raw, "Hello", 0, args.max_tokens, args.temperature)  # warm both up
     run_duet(duet, raw, "Hello", 0, args)
 
     samples: dict[str, list[dict]] = {"raw": [], "duet": []}
@@ -109,7 +74,7 @@ def main() -> None:
             got = {}
             for who in order:
                 got[who] = (
-                    run_raw(raw, prompt, seed, args)
+                    run_raw(raw, prompt, seed, args.max_tokens, args.temperature)
                     if who == "raw"
                     else run_duet(duet, raw, prompt, seed, args)
                 )

@@ -34,8 +34,8 @@ import httpx
 import llama_cpp
 import openai
 
+from common import PROMPTS, count_tokens, messages, run_raw
 from llmduet.models.llamacpp import bundled_model_path
-from prompts import PROMPTS, messages
 
 MAX_TOKENS = 64
 THREADS = 2
@@ -162,7 +162,7 @@ async def one_request(
         error = str(exc)
     end = time.perf_counter()
     text = "".join(parts)
-    tokens = len(counter.tokenize(text.encode(), add_bos=False, special=False)) if text else 0
+    tokens = count_tokens(counter, text) if text else 0
     return {
         "ttft": (first - started) if first else None,
         "total": end - started,
@@ -211,29 +211,14 @@ async def run_load(
     }
 
 
-def raw_single(path: Path, counter: llama_cpp.Llama) -> dict:
+def raw_single(path: Path) -> dict:
     llm = llama_cpp.Llama(
         model_path=str(path), n_ctx=2048, n_threads=THREADS, n_threads_batch=THREADS, verbose=False
     )
-    tokens, seconds, ttfts = 0, 0.0, []
-    for index in range(len(PROMPTS)):
-        started = time.perf_counter()
-        first = None
-        parts = []
-        for chunk in llm.create_chat_completion(
-            messages=messages(PROMPTS[index]),
-            stream=True,
-            max_tokens=MAX_TOKENS,
-            temperature=0.7,
-            seed=index,
-        ):
-            content = chunk["choices"][0]["delta"].get("content")
-            if content:
-                first = first or time.perf_counter()
-                parts.append(content)
-        seconds += time.perf_counter() - started
-        ttfts.append((first or time.perf_counter()) - started)
-        tokens += len(counter.tokenize("".join(parts).encode(), add_bos=False, special=False))
+    runs = [run_raw(llm, prompt, index, MAX_TOKENS, 0.7) for index, prompt in enumerate(PROMPTS)]
+    tokens = sum(run["tokens"] for run in runs)
+    seconds = sum(run["total"] for run in runs)
+    ttfts = [run["ttft"] for run in runs]
     llm.close()
     return {
         "server": "raw in-process llama-cpp-python",
@@ -311,7 +296,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "ttfts"}), flush=True)
 
-    show(raw_single(path, counter))
+    show(raw_single(path))
     # All three servers stay up (idle ones use no CPU); rounds alternate between them so
     # the machine's drift hits every server alike.
     servers = [
