@@ -221,3 +221,35 @@ def test_rag_ask_cites_passages_and_refuses_when_nothing_is_relevant(
     assert refused.returncode == 0, refused.stderr
     assert json.loads(refused.stdout)["answer"] == "The documents do not say."
     assert len(server.requests) == asked  # no model was asked to guess
+
+
+def test_langchain_retriever_in_a_chain(
+    handbook_index: DocumentIndex, embedder: MiniLMEmbedder
+) -> None:
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnablePassthrough
+
+    from llmduet.models.langchain import DuetChatModel
+    from llmduet.rag.langchain import DuetRetriever
+    from llmduet.testing import ScriptedBackend
+
+    retriever = DuetRetriever(retriever=Retriever(handbook_index.store, embedder), k=3)
+    documents = retriever.invoke("How long is parental leave?")
+    assert len(documents) == 3 and documents[0].metadata["source"] == "parental-leave.md"
+    assert {"source", "heading", "page", "score"} <= set(documents[0].metadata)
+    backend = ScriptedBackend(default="From the passages.")
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "Context:\n{context}"), ("human", "{question}")]
+    )
+    chain = (
+        {
+            "context": retriever | (lambda docs: "\n".join(d.page_content for d in docs)),
+            "question": RunnablePassthrough(),
+        }
+        | prompt
+        | DuetChatModel(backend=backend)
+        | StrOutputParser()
+    )
+    assert chain.invoke("How long is parental leave?") == "From the passages."
+    assert "parental" in backend.requests[0].messages[0]["content"].lower()

@@ -82,14 +82,14 @@ class ScriptedBackend(ChatBackend):
         *,
         name: str = "scripted",
         location: Location = "local",
-        default: Reply | None = None,
+        default: Reply | str | None = None,
         cost_model: CostModel | None = None,
     ) -> None:
         super().__init__(name, location, cost_model)
         self.replies: deque[Reply] = deque(
             Reply.text(r) if isinstance(r, str) else r for r in replies
         )
-        self.default = default
+        self.default = Reply.text(default) if isinstance(default, str) else default
         self.requests: list[ChatRequest] = []
 
     def queue(self, *replies: Reply | str) -> None:
