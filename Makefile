@@ -51,6 +51,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/model_layer_overhead.py
 	$(BIN)/python benchmarks/serve_vs_llama_cpp_server.py
 	$(BIN)/python benchmarks/rag_retrieval_quality.py
+	$(BIN)/python benchmarks/rag_ingest_throughput.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache
