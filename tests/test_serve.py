@@ -400,3 +400,38 @@ def test_several_models_from_one_server(tmp_path: Path) -> None:
         for name in ("small", "tiny"):
             reply = client.chat.completions.create(model=name, messages=HI, max_tokens=3)
             assert reply.model == name and reply.choices[0].message.content
+
+
+def test_rag_index_embedded_by_the_servers_endpoint(
+    server: LiveServer, duet_exe: str, tmp_path: Path
+) -> None:
+    from llmduet.data import HANDBOOK_DOCS
+
+    def rag(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [duet_exe, "rag", *args, "--index", str(tmp_path / "index")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+
+    ingest = rag(
+        "ingest",
+        str(HANDBOOK_DOCS / "parental-leave.md"),
+        str(HANDBOOK_DOCS / "travel-policy.md"),
+        "--embedder",
+        "all-MiniLM-L6-v2",
+        "--embedder-url",
+        server.base_url,
+        "--json",
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    assert len(json.loads(ingest.stdout)["ingested"]) == 2
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["embedder"] == f"all-MiniLM-L6-v2@{server.base_url}"
+    search = rag("search", "per diem for hotels", "--mode", "dense", "--json", "-k", "1")
+    assert search.returncode == 0, search.stderr
+    assert json.loads(search.stdout)["source"] == "travel-policy.md"
+    mixed = rag("ingest", str(HANDBOOK_DOCS / "sick-leave.md"))
+    assert mixed.returncode == 1 and "built with the embedder" in mixed.stderr

@@ -16,7 +16,7 @@ from llmduet.cli.app import app, console, fail, friendly_errors
 
 if TYPE_CHECKING:
     from llmduet.rag.index import DocumentIndex
-    from llmduet.rag.retrieval import Mode
+    from llmduet.rag.retrieval import Mode, Retriever
 
 rag_app = typer.Typer(
     help="Retrieval-augmented generation over your documents.", no_args_is_help=True
@@ -26,17 +26,50 @@ app.add_typer(rag_app, name="rag")
 DEFAULT_INDEX = Path(".duet/index")
 
 
-def open_index(directory: Path, target_tokens: int, overlap_tokens: int) -> DocumentIndex:
+def open_index(
+    directory: Path,
+    target_tokens: int,
+    overlap_tokens: int,
+    embedder_name: str | None = None,
+    embedder_url: str | None = None,
+) -> DocumentIndex:
+    """The index with its embedder: the bundled MiniLM unless an OpenAI model is named.
+    Chunks are always measured with the MiniLM tokenizer, so sizes do not depend on it."""
     from llmduet.embeddings import MiniLMEmbedder
+    from llmduet.embeddings.base import Embedder
+    from llmduet.embeddings.openai import OpenAIEmbedder
     from llmduet.rag.chunking import Chunker
     from llmduet.rag.index import DocumentIndex
 
-    embedder = MiniLMEmbedder()
+    minilm = MiniLMEmbedder()
+    embedder: Embedder = minilm
+    if embedder_url or (embedder_name and embedder_name != minilm.name):
+        embedder = OpenAIEmbedder(embedder_name or minilm.name, base_url=embedder_url)
     try:
-        chunker = Chunker(embedder.count_tokens, target_tokens, overlap_tokens)
+        chunker = Chunker(minilm.count_tokens, target_tokens, overlap_tokens)
     except ValueError as exc:
         raise fail(str(exc)) from None
     return DocumentIndex(directory, embedder, chunker)
+
+
+def open_retriever(index: Path) -> Retriever:
+    """A retriever over an existing index, with the embedder and chunking it was built with."""
+    from llmduet.rag.index import MANIFEST
+    from llmduet.rag.retrieval import Retriever
+
+    if not (index / MANIFEST).exists():
+        raise fail(f"no index at {index}: run `duet rag ingest PATH --index {index}` first")
+    manifest = json.loads((index / MANIFEST).read_text())
+    chunking = manifest.get("chunking", {})
+    model, _, url = str(manifest.get("embedder", "")).partition("@")
+    document_index = open_index(
+        index,
+        chunking.get("target_tokens", 200),
+        chunking.get("overlap_tokens", 40),
+        model,
+        url or None,
+    )
+    return Retriever(document_index.store, document_index.embedder)
 
 
 @rag_app.command("ingest")
@@ -46,10 +79,18 @@ def ingest_command(
     index: Path = typer.Option(DEFAULT_INDEX, "--index", help="index folder"),
     chunk_tokens: int = typer.Option(200, min=16, max=250, help="target chunk size, tokens"),
     overlap_tokens: int = typer.Option(40, min=0, help="tokens repeated between chunks"),
+    embedder: str | None = typer.Option(
+        None,
+        help="an OpenAI embeddings model (e.g. text-embedding-3-small) instead of the "
+        "bundled all-MiniLM-L6-v2",
+    ),
+    embedder_url: str | None = typer.Option(
+        None, help="OpenAI-compatible endpoint for --embedder (e.g. a duet serve /v1)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Index Markdown, text, HTML and PDF files; re-runs process only what changed."""
-    document_index = open_index(index, chunk_tokens, overlap_tokens)
+    document_index = open_index(index, chunk_tokens, overlap_tokens, embedder, embedder_url)
     from llmduet.rag.index import discover
 
     total = len(discover(paths))
@@ -98,21 +139,12 @@ def search_command(
     as_json: bool = typer.Option(False, "--json", help="one JSON object per chunk"),
 ) -> None:
     """Return the best-matching chunks, without generation."""
-    from llmduet.rag.index import MANIFEST
-    from llmduet.rag.retrieval import Retriever
 
     if mode not in ("hybrid", "dense", "bm25"):
         raise fail(f"--mode {mode}: choose hybrid, dense or bm25")
     if not query.strip():
         raise fail("the query is empty")
-    if not (index / MANIFEST).exists():
-        raise fail(f"no index at {index}: run `duet rag ingest PATH --index {index}` first")
-    manifest = json.loads((index / MANIFEST).read_text())
-    chunking = manifest.get("chunking", {})
-    document_index = open_index(
-        index, chunking.get("target_tokens", 200), chunking.get("overlap_tokens", 40)
-    )
-    retriever = Retriever(document_index.store, document_index.embedder)
+    retriever = open_retriever(index)
     hits = retriever.search(query, k, cast("Mode", mode), path)
     if as_json:
         for hit in hits:
@@ -164,22 +196,14 @@ def ask_command(
     from llmduet.cli.ask import DEFAULT_MODELS, SideBySideView, require_an_answer, summary_table
     from llmduet.models.side_by_side import EventSink, Outcome, run_side_by_side
     from llmduet.rag.answer import NOT_FOUND, ground
-    from llmduet.rag.index import MANIFEST
-    from llmduet.rag.retrieval import Retriever
 
     if not question.strip():
         raise fail("the question is empty")
-    if not (index / MANIFEST).exists():
-        raise fail(f"no index at {index}: run `duet rag ingest PATH --index {index}` first")
+    retriever = open_retriever(index)
     names = list(dict.fromkeys(name.lower() for name in (model or DEFAULT_MODELS)))
     models = registry()
     for name in names:
         models.spec(name)
-    chunking = json.loads((index / MANIFEST).read_text()).get("chunking", {})
-    document_index = open_index(
-        index, chunking.get("target_tokens", 200), chunking.get("overlap_tokens", 40)
-    )
-    retriever = Retriever(document_index.store, document_index.embedder)
     prompt = ground(retriever, question, k, min_similarity, path)
     request = prompt.request(temperature=temperature, max_tokens=max_tokens, seed=seed)
 
