@@ -30,6 +30,7 @@ demo: $(VENV)/.installed
 	$(BIN)/duet ask "In two sentences, what is the difference between a managed LLM API and a self-hosted model?" -m llama -m chatgpt --max-tokens 96 --seed 7
 	$(BIN)/duet rag ingest src/llmduet/data/handbook/docs --index .duet/demo-index
 	$(BIN)/duet rag search "How many vacation days do I get after five years?" --index .duet/demo-index -k 3
+	$(BIN)/duet rag ask "How many vacation days do I get after five years?" --index .duet/demo-index -m llama -m chatgpt -k 3 --max-tokens 96 --seed 7
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

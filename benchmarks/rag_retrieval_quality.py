@@ -5,7 +5,7 @@ A question counts as found at rank r when the chunk at r comes from one of its g
 documents; relevance is per document (several chunks of one gold document count once).
 Unanswerable questions (no gold source) are left out.
 
-    python benchmarks/rag_retrieval_quality.py [--index DIR]
+    python benchmarks/rag_retrieval_quality.py [--store lancedb|qdrant] [--index DIR]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from llmduet.embeddings import MiniLMEmbedder
 from llmduet.rag.chunking import Chunker
 from llmduet.rag.index import DocumentIndex
 from llmduet.rag.retrieval import Retriever
+from llmduet.rag.stores import KINDS, store_spec
 
 
 def metrics(ranked_sources: list[str], gold: set[str]) -> tuple[float, float, float]:
@@ -44,11 +45,13 @@ def metrics(ranked_sources: list[str], gold: set[str]) -> tuple[float, float, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=Path, default=None)
-    parser.add_argument("--out", default="benchmarks/results/rag_retrieval_quality.json")
+    parser.add_argument("--store", choices=KINDS, default="lancedb")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
     directory = args.index or Path(tempfile.mkdtemp(prefix="duet-rag-bench-"))
     embedder = MiniLMEmbedder()
-    index = DocumentIndex(directory, embedder, Chunker(embedder.count_tokens, 200, 40))
+    chunker = Chunker(embedder.count_tokens, 200, 40)
+    index = DocumentIndex(directory, embedder, chunker, store_spec(args.store))
     report = index.ingest([HANDBOOK_DOCS])
     retriever = Retriever(index.store, embedder)
     questions = [json.loads(line) for line in HANDBOOK_QUESTIONS.read_text().splitlines()]
@@ -69,7 +72,7 @@ def main() -> None:
             "ms_per_query": round(elapsed, 1),
         }
     print(
-        f"{len(answerable)} answerable questions, {index.store.count()} chunks "
+        f"{args.store}: {len(answerable)} answerable questions, {index.store.count()} chunks "
         f"({len(report.ingested)} files ingested in {report.seconds:.1f} s)"
     )
     print(f"{'mode':8}{'recall@5':>10}{'MRR@10':>9}{'nDCG@10':>9}{'ms/query':>10}")
@@ -80,11 +83,16 @@ def main() -> None:
         )
     best_single = max(results["bm25"]["nDCG@10"], results["dense"]["nDCG@10"])
     print(f"hybrid nDCG@10 / best of bm25, dense: {results['hybrid']['nDCG@10'] / best_single:.3f}")
-    out = Path(args.out)
+    out = Path(args.out or f"benchmarks/results/rag_retrieval_quality_{args.store}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
-            {"questions": len(answerable), "chunks": index.store.count(), "results": results},
+            {
+                "store": args.store,
+                "questions": len(answerable),
+                "chunks": index.store.count(),
+                "results": results,
+            },
             indent=2,
         )
     )

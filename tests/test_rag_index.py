@@ -190,6 +190,48 @@ def test_rag_cli(tmp_path: Path, duet_exe: str) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_rag_cli_on_the_qdrant_store(tmp_path: Path, duet_exe: str) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [duet_exe, "rag", *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        )
+
+    ingest = run("ingest", str(HANDBOOK_DOCS), "--index", "q", "--store", "qdrant", "--json")
+    assert ingest.returncode == 0, ingest.stderr
+    manifest = json.loads((tmp_path / "q" / MANIFEST).read_text())
+    assert manifest["store"] == {"kind": "qdrant", "url": None, "collection": "chunks"}
+    assert (tmp_path / "q" / "qdrant").is_dir() and not (tmp_path / "q" / "lancedb").exists()
+    for mode in ("hybrid", "dense", "bm25"):  # the store comes from the manifest
+        search = run(
+            "search",
+            "How long is parental leave?",
+            "--index",
+            "q",
+            "--mode",
+            mode,
+            "--json",
+            "-k",
+            "3",
+            "--path",
+            "*leave*",
+        )
+        rows = [json.loads(line) for line in search.stdout.splitlines()]
+        assert rows and rows[0]["source"] == "parental-leave.md", (mode, search.stderr)
+        assert all("leave" in row["source"] for row in rows)
+    again = run("ingest", str(HANDBOOK_DOCS), "--index", "q", "--json")
+    assert json.loads(again.stdout)["ingested"] == []
+    switch = run("ingest", str(HANDBOOK_DOCS), "--index", "q", "--store", "lancedb")
+    assert switch.returncode == 1 and "Traceback" not in switch.stderr
+    assert "keeps its chunks in Qdrant (local mode, collection 'chunks'), not LanceDB" in (
+        switch.stderr
+    )
+    unknown = run("ingest", str(HANDBOOK_DOCS), "--index", "x", "--store", "chroma")
+    assert unknown.returncode == 1 and "choose lancedb or qdrant" in unknown.stderr
+    down = run("ingest", str(HANDBOOK_DOCS), "--index", "y", "--qdrant-url", "http://127.0.0.1:9")
+    assert down.returncode == 1 and "cannot reach Qdrant at http://127.0.0.1:9" in down.stderr
+    assert "Traceback" not in down.stderr
+
+
 def test_rag_ask_cites_passages_and_refuses_when_nothing_is_relevant(
     tmp_path: Path, duet_exe: str, server: ScriptedOpenAIServer
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.markup import escape
@@ -32,6 +32,7 @@ def open_index(
     overlap_tokens: int,
     embedder_name: str | None = None,
     embedder_url: str | None = None,
+    store: dict[str, Any] | None = None,
 ) -> DocumentIndex:
     """The index with its embedder: the bundled MiniLM unless an OpenAI model is named.
     Chunks are always measured with the MiniLM tokenizer, so sizes do not depend on it."""
@@ -49,7 +50,7 @@ def open_index(
         chunker = Chunker(minilm.count_tokens, target_tokens, overlap_tokens)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    return DocumentIndex(directory, embedder, chunker)
+    return DocumentIndex(directory, embedder, chunker, store)
 
 
 def open_retriever(index: Path) -> Retriever:
@@ -87,10 +88,27 @@ def ingest_command(
     embedder_url: str | None = typer.Option(
         None, help="OpenAI-compatible endpoint for --embedder (e.g. a duet serve /v1)"
     ),
+    store: str | None = typer.Option(
+        None,
+        help="where a new index keeps its chunks: lancedb (default, in the index folder) "
+        "or qdrant (local mode in the index folder, or a server with --qdrant-url)",
+    ),
+    qdrant_url: str | None = typer.Option(
+        None, help="a Qdrant server, e.g. http://127.0.0.1:6333 (API key: QDRANT_API_KEY)"
+    ),
+    qdrant_collection: str | None = typer.Option(
+        None, help="the Qdrant collection for this index (default: chunks)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Index Markdown, text, HTML and PDF files; re-runs process only what changed."""
-    document_index = open_index(index, chunk_tokens, overlap_tokens, embedder, embedder_url)
+    from llmduet.rag.stores import store_spec
+
+    spec = None
+    if store or qdrant_url or qdrant_collection:
+        kind = store or "qdrant"
+        spec = store_spec(kind, qdrant_url, qdrant_collection)
+    document_index = open_index(index, chunk_tokens, overlap_tokens, embedder, embedder_url, spec)
     from llmduet.rag.index import discover
 
     total = len(discover(paths))

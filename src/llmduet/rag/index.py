@@ -21,7 +21,7 @@ from llmduet.embeddings import Embedder
 from llmduet.errors import ConfigError
 from llmduet.rag.chunking import Chunker
 from llmduet.rag.extract import SUFFIXES, ExtractionError, extract
-from llmduet.rag.stores.lancedb import LanceDBStore
+from llmduet.rag.stores import describe, open_store, store_spec
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -71,13 +71,25 @@ def discover(paths: Iterable[Path]) -> dict[str, Path]:
 
 
 class DocumentIndex:
-    def __init__(self, directory: Path, embedder: Embedder, chunker: Chunker) -> None:
+    """``store``: where the chunks live (see :func:`store_spec`); LanceDB in the folder
+    unless given. An existing index keeps the store it was built with."""
+
+    def __init__(
+        self,
+        directory: Path,
+        embedder: Embedder,
+        chunker: Chunker,
+        store: dict[str, Any] | None = None,
+    ) -> None:
         self.directory = directory
         self.embedder = embedder
         self.chunker = chunker
         directory.mkdir(parents=True, exist_ok=True)
-        self.manifest = self._load_manifest()
-        self.store = LanceDBStore(directory / "lancedb", embedder.dimensions)
+        self.manifest = self._load_manifest(store)
+        self.store = open_store(directory, self.manifest["store"], embedder.dimensions)
+
+    def close(self) -> None:
+        self.store.close()
 
     @property
     def _identity(self) -> dict[str, Any]:
@@ -91,10 +103,10 @@ class DocumentIndex:
             },
         }
 
-    def _load_manifest(self) -> dict[str, Any]:
+    def _load_manifest(self, store: dict[str, Any] | None) -> dict[str, Any]:
         path = self.directory / MANIFEST
         if not path.exists():
-            return {**self._identity, "files": {}}
+            return {**self._identity, "store": store or store_spec(), "files": {}}
         try:
             manifest: dict[str, Any] = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -111,6 +123,12 @@ class DocumentIndex:
             raise ConfigError(
                 f"the index at {self.directory} was built with chunking "
                 f"{manifest.get('chunking')}: use the same settings or a new --index folder"
+            )
+        built_with = manifest.setdefault("store", store_spec())  # indexes before stores
+        if store is not None and store != built_with:
+            raise ConfigError(
+                f"the index at {self.directory} keeps its chunks in {describe(built_with)}, "
+                f"not {describe(store)}: drop the store options or use a new --index folder"
             )
         return manifest
 
@@ -163,7 +181,6 @@ class DocumentIndex:
             report.chunks += len(chunks)
             if on_progress:
                 on_progress(source, len(chunks))
-        if report.ingested or report.removed:
-            self.store.finish_ingest()
+        self.store.finish_ingest()  # also after a killed run that never reached it
         report.seconds = time.perf_counter() - started
         return report

@@ -37,3 +37,7 @@ class ChunkStore(Protocol):
     def finish_ingest(self) -> None:
         """Fold new rows into indexes; called once after a batch of changes."""
         ...
+
+    def close(self) -> None:
+        """Release files and connections (Qdrant's local mode locks its folder)."""
+        ...
