@@ -180,10 +180,18 @@ def test_rag_cli(tmp_path: Path, duet_exe: str) -> None:
     rows = [json.loads(line) for line in search.stdout.splitlines()]
     assert len(rows) == 2 and rows[0]["source"] == "travel-policy.md"
     assert {"source", "heading", "page", "score", "text"} <= set(rows[0])
+    relative = run("search", "per diem", "--json", "-k", "2", "--fusion", "relative")
+    rows = [json.loads(line) for line in relative.stdout.splitlines()]
+    assert rows[0]["source"] == "travel-policy.md" and 0.0 < rows[0]["score"] <= 1.0
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / MANIFEST).write_text("{half a manifest")
     for args, message in [
         (("search", "x", "--index", "nowhere"), "no index at nowhere"),
         (("search", "x", "--mode", "fuzzy"), "choose hybrid, dense or bm25"),
+        (("search", "x", "--fusion", "average"), "choose rrf or relative"),
         (("ingest", "missing-folder"), "missing-folder does not exist"),
+        (("search", "x", "--index", "corrupt"), "manifest.json is corrupt"),
+        (("ask", "x", "--index", "corrupt"), "manifest.json is corrupt"),
     ]:
         result = run(*args)
         assert result.returncode == 1 and message in result.stderr
@@ -295,3 +303,66 @@ def test_langchain_retriever_in_a_chain(
     )
     assert chain.invoke("How long is parental leave?") == "From the passages."
     assert "parental" in backend.requests[0].messages[0]["content"].lower()
+
+
+def test_grounded_answer_chain_streams_then_cites(
+    handbook_index: DocumentIndex, embedder: MiniLMEmbedder
+) -> None:
+    from llmduet.models.langchain import DuetChatModel
+    from llmduet.rag.chain import grounded_answer_chain
+    from llmduet.testing import Reply, ScriptedBackend
+
+    backend = ScriptedBackend(default=Reply.text("Sixteen weeks at full pay [1], not [8]."))
+    chain = grounded_answer_chain(
+        Retriever(handbook_index.store, embedder), DuetChatModel(backend=backend), k=3
+    )
+    chunks = list(chain.stream("How long is parental leave?"))
+    assert set(chunks[0]) == {"question", "relevant", "retrieval_ms", "retrieved"}
+    deltas = [c["answer"] for c in chunks if "answer" in c]
+    assert len(deltas) > 3 and "".join(deltas) == "Sixteen weeks at full pay [1], not [8]."
+    assert list(chunks[-1]) == ["citations"]  # cited only once the whole answer is known
+    assert chunks[-1]["citations"] == [
+        {"n": 1, **{k: chunks[0]["retrieved"][0][k] for k in ("source", "heading", "page")}}
+    ]
+    assert chunks[0]["retrieved"][0]["source"] == "parental-leave.md"
+    sent = backend.requests[0].messages
+    assert "only the numbered passages" in sent[0]["content"]
+    assert sent[1]["content"].startswith("Passages:\n\n[1] parental-leave.md")
+
+    merged = chain.invoke({"question": "How long is parental leave?"})
+    assert merged["answer"] == "Sixteen weeks at full pay [1], not [8]."
+    assert [c["n"] for c in merged["citations"]] == [1] and merged["relevant"] is True
+
+
+async def test_grounded_answer_chain_refuses_without_calling_the_model(
+    handbook_index: DocumentIndex, embedder: MiniLMEmbedder
+) -> None:
+    from llmduet.models.langchain import DuetChatModel
+    from llmduet.rag.answer import NOT_FOUND
+    from llmduet.rag.chain import grounded_answer_chain
+    from llmduet.testing import ScriptedBackend
+
+    backend = ScriptedBackend(default="a guess")
+    chain = grounded_answer_chain(
+        Retriever(handbook_index.store, embedder), DuetChatModel(backend=backend)
+    )
+    result = await chain.ainvoke("What is the capital of Mongolia?")
+    assert result["answer"] == NOT_FOUND and result["citations"] == []
+    assert result["relevant"] is False and backend.requests == []
+    with pytest.raises(ValueError, match="non-empty string"):
+        await chain.ainvoke({"query": "wrong key"})
+
+
+async def test_grounded_answer_chain_on_the_bundled_model(
+    handbook_index: DocumentIndex, embedder: MiniLMEmbedder, llama: object
+) -> None:
+    from llmduet.models.langchain import DuetChatModel
+    from llmduet.rag.chain import grounded_answer_chain
+
+    model = DuetChatModel(backend=llama, max_tokens=48, seed=3, temperature=0.0)  # type: ignore[arg-type]
+    chain = grounded_answer_chain(Retriever(handbook_index.store, embedder), model, k=3)
+    chunks = [chunk async for chunk in chain.astream("How long is parental leave?")]
+    answer = "".join(c.get("answer", "") for c in chunks)
+    assert answer.strip() and len([c for c in chunks if "answer" in c]) > 1
+    assert chunks[-1].keys() == {"citations"}
+    assert all(1 <= c["n"] <= 3 for c in chunks[-1]["citations"])

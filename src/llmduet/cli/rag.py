@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import typer
 from rich.markup import escape
@@ -15,8 +15,7 @@ from rich.table import Table
 from llmduet.cli.app import app, console, fail, friendly_errors
 
 if TYPE_CHECKING:
-    from llmduet.rag.index import DocumentIndex
-    from llmduet.rag.retrieval import Mode, Retriever
+    from llmduet.rag.retrieval import Fusion, Mode
 
 rag_app = typer.Typer(
     help="Retrieval-augmented generation over your documents.", no_args_is_help=True
@@ -24,53 +23,16 @@ rag_app = typer.Typer(
 app.add_typer(rag_app, name="rag")
 
 DEFAULT_INDEX = Path(".duet/index")
+FUSION_OPTION = typer.Option("rrf", help="how hybrid search fuses the legs: rrf or relative")
+ALPHA_OPTION = typer.Option(
+    0.75, min=0.0, max=1.0, help="the dense weight in --fusion relative (BM25 gets 1 - alpha)"
+)
 
 
-def open_index(
-    directory: Path,
-    target_tokens: int,
-    overlap_tokens: int,
-    embedder_name: str | None = None,
-    embedder_url: str | None = None,
-    store: dict[str, Any] | None = None,
-) -> DocumentIndex:
-    """The index with its embedder: the bundled MiniLM unless an OpenAI model is named.
-    Chunks are always measured with the MiniLM tokenizer, so sizes do not depend on it."""
-    from llmduet.embeddings import MiniLMEmbedder
-    from llmduet.embeddings.base import Embedder
-    from llmduet.embeddings.openai import OpenAIEmbedder
-    from llmduet.rag.chunking import Chunker
-    from llmduet.rag.index import DocumentIndex
-
-    minilm = MiniLMEmbedder()
-    embedder: Embedder = minilm
-    if embedder_url or (embedder_name and embedder_name != minilm.name):
-        embedder = OpenAIEmbedder(embedder_name or minilm.name, base_url=embedder_url)
-    try:
-        chunker = Chunker(minilm.count_tokens, target_tokens, overlap_tokens)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    return DocumentIndex(directory, embedder, chunker, store)
-
-
-def open_retriever(index: Path) -> Retriever:
-    """A retriever over an existing index, with the embedder and chunking it was built with."""
-    from llmduet.rag.index import MANIFEST
-    from llmduet.rag.retrieval import Retriever
-
-    if not (index / MANIFEST).exists():
-        raise fail(f"no index at {index}: run `duet rag ingest PATH --index {index}` first")
-    manifest = json.loads((index / MANIFEST).read_text())
-    chunking = manifest.get("chunking", {})
-    model, _, url = str(manifest.get("embedder", "")).partition("@")
-    document_index = open_index(
-        index,
-        chunking.get("target_tokens", 200),
-        chunking.get("overlap_tokens", 40),
-        model,
-        url or None,
-    )
-    return Retriever(document_index.store, document_index.embedder)
+def checked_fusion(fusion: str) -> Fusion:
+    if fusion not in ("rrf", "relative"):
+        raise fail(f"--fusion {fusion}: choose rrf or relative")
+    return cast("Fusion", fusion)
 
 
 @rag_app.command("ingest")
@@ -108,6 +70,8 @@ def ingest_command(
     if store or qdrant_url or qdrant_collection:
         kind = store or "qdrant"
         spec = store_spec(kind, qdrant_url, qdrant_collection)
+    from llmduet.rag.index import open_index
+
     document_index = open_index(index, chunk_tokens, overlap_tokens, embedder, embedder_url, spec)
     from llmduet.rag.index import discover
 
@@ -154,6 +118,8 @@ def search_command(
     mode: str = typer.Option("hybrid", help="hybrid, dense or bm25"),
     k: int = typer.Option(5, "-k", min=1, max=100, help="how many chunks"),
     path: str | None = typer.Option(None, "--path", help="only sources matching this glob"),
+    fusion: str = FUSION_OPTION,
+    alpha: float = ALPHA_OPTION,
     as_json: bool = typer.Option(False, "--json", help="one JSON object per chunk"),
 ) -> None:
     """Return the best-matching chunks, without generation."""
@@ -162,8 +128,10 @@ def search_command(
         raise fail(f"--mode {mode}: choose hybrid, dense or bm25")
     if not query.strip():
         raise fail("the query is empty")
+    from llmduet.rag.index import open_retriever
+
     retriever = open_retriever(index)
-    hits = retriever.search(query, k, cast("Mode", mode), path)
+    hits = retriever.search(query, k, cast("Mode", mode), path, checked_fusion(fusion), alpha)
     if as_json:
         for hit in hits:
             print(json.dumps(hit.to_dict()))
@@ -197,6 +165,8 @@ def ask_command(
     ),
     k: int = typer.Option(5, "-k", min=1, max=20, help="passages given to the models"),
     path: str | None = typer.Option(None, "--path", help="only sources matching this glob"),
+    fusion: str = FUSION_OPTION,
+    alpha: float = ALPHA_OPTION,
     min_similarity: float = typer.Option(
         0.3, min=0.0, max=1.0, help="below this best-passage similarity: 'the documents do not say'"
     ),
@@ -217,12 +187,14 @@ def ask_command(
 
     if not question.strip():
         raise fail("the question is empty")
+    from llmduet.rag.index import open_retriever
+
     retriever = open_retriever(index)
     names = list(dict.fromkeys(name.lower() for name in (model or DEFAULT_MODELS)))
     models = registry()
     for name in names:
         models.spec(name)
-    prompt = ground(retriever, question, k, min_similarity, path)
+    prompt = ground(retriever, question, k, min_similarity, path, checked_fusion(fusion), alpha)
     request = prompt.request(temperature=temperature, max_tokens=max_tokens, seed=seed)
 
     async def answer(on_event: EventSink | None) -> list[Outcome]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmduet.models.types import ChatRequest
-from llmduet.rag.retrieval import Hit, Retriever
+from llmduet.rag.retrieval import DEFAULT_ALPHA, Fusion, Hit, Retriever
 
 NOT_FOUND = "The documents do not say."
 #: Cosine similarity of the best dense match below which retrieval counts as "nothing
@@ -87,12 +87,14 @@ def ground(
     k: int = 5,
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     path_glob: str | None = None,
+    fusion: Fusion = "rrf",
+    alpha: float = DEFAULT_ALPHA,
 ) -> GroundedPrompt:
-    """Retrieve for ``question`` and build the messages to send to a model."""
+    """Retrieve for ``question`` (hybrid search) and build the messages for a model."""
     import time
 
     started = time.perf_counter()
-    hits = retriever.search(question, k, "hybrid", path_glob)
+    hits = retriever.search(question, k, "hybrid", path_glob, fusion, alpha)
     elapsed = (time.perf_counter() - started) * 1000
     similarities = [hit.similarity for hit in hits if hit.similarity is not None]
     similarity = max(similarities) if similarities else None

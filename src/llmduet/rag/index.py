@@ -15,13 +15,16 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmduet.embeddings import Embedder
 from llmduet.errors import ConfigError
 from llmduet.rag.chunking import Chunker
 from llmduet.rag.extract import SUFFIXES, ExtractionError, extract
 from llmduet.rag.stores import describe, open_store, store_spec
+
+if TYPE_CHECKING:
+    from llmduet.rag.retrieval import Retriever
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -70,6 +73,17 @@ def discover(paths: Iterable[Path]) -> dict[str, Path]:
     return found
 
 
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{path} is corrupt: delete the index folder and ingest again")
+    return manifest
+
+
 class DocumentIndex:
     """``store``: where the chunks live (see :func:`store_spec`); LanceDB in the folder
     unless given. An existing index keeps the store it was built with."""
@@ -107,12 +121,7 @@ class DocumentIndex:
         path = self.directory / MANIFEST
         if not path.exists():
             return {**self._identity, "store": store or store_spec(), "files": {}}
-        try:
-            manifest: dict[str, Any] = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ConfigError(
-                f"{path} is corrupt: delete the index folder and ingest again"
-            ) from None
+        manifest = read_manifest(self.directory)
         if manifest.get("embedder") != self.embedder.name:
             raise ConfigError(
                 f"the index at {self.directory} was built with the embedder "
@@ -184,3 +193,50 @@ class DocumentIndex:
         self.store.finish_ingest()  # also after a killed run that never reached it
         report.seconds = time.perf_counter() - started
         return report
+
+
+def open_index(
+    directory: Path,
+    target_tokens: int = 200,
+    overlap_tokens: int = 40,
+    embedder_name: str | None = None,
+    embedder_url: str | None = None,
+    store: dict[str, Any] | None = None,
+) -> DocumentIndex:
+    """An index folder (new or existing) with its embedder: the bundled MiniLM unless an
+    OpenAI model or endpoint is named. Chunks are always measured with the MiniLM
+    tokenizer, so chunk sizes do not depend on the embedder."""
+    from llmduet.embeddings.minilm import MiniLMEmbedder
+    from llmduet.embeddings.openai import OpenAIEmbedder
+
+    minilm = MiniLMEmbedder()
+    embedder: Embedder = minilm
+    if embedder_url or (embedder_name and embedder_name != minilm.name):
+        embedder = OpenAIEmbedder(embedder_name or minilm.name, base_url=embedder_url)
+    try:
+        chunker = Chunker(minilm.count_tokens, target_tokens, overlap_tokens)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return DocumentIndex(directory, embedder, chunker, store)
+
+
+def open_retriever(directory: Path) -> Retriever:
+    """A retriever over an existing index, with the embedder, chunking and store it was
+    built with (all read from its manifest)."""
+    from llmduet.rag.retrieval import Retriever
+
+    if not (directory / MANIFEST).exists():
+        raise ConfigError(
+            f"no index at {directory}: run `duet rag ingest PATH --index {directory}` first"
+        )
+    manifest = read_manifest(directory)
+    chunking = manifest.get("chunking") or {}
+    model, _, url = str(manifest.get("embedder", "")).partition("@")
+    index = open_index(
+        directory,
+        chunking.get("target_tokens", 200),
+        chunking.get("overlap_tokens", 40),
+        model,
+        url or None,
+    )
+    return Retriever(index.store, index.embedder)

@@ -9,7 +9,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from llmduet.rag.retrieval import Retriever
+from llmduet.rag.retrieval import DEFAULT_ALPHA, Fusion, Retriever
 
 
 class DuetRetriever(BaseRetriever):
@@ -22,11 +22,15 @@ class DuetRetriever(BaseRetriever):
     k: int = 5
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     path_glob: str | None = None
+    fusion: Fusion = "rrf"
+    alpha: float = DEFAULT_ALPHA
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
-        hits = self.retriever.search(query, self.k, self.mode, self.path_glob)
+        hits = self.retriever.search(
+            query, self.k, self.mode, self.path_glob, self.fusion, self.alpha
+        )
         documents = []
         for hit in hits:
             metadata = hit.to_dict()
