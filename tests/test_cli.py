@@ -44,6 +44,7 @@ def assert_clean_error(
 ) -> None:
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one line, no panel
     for fragment in fragments:
         assert fragment in proc.stderr, proc.stderr
 
@@ -150,8 +151,9 @@ def test_ask_renders_panes_and_a_table(duet_exe: str, served: ScriptedOpenAIServ
         (["ask", "hi", "-m", "chatgpt"], ["no model produced an answer", "set OPENAI_API_KEY"], 1),
         (["ask", "hi", "-m", "broken"], ["missing.gguf not found"], 1),
         (["ask", "word " * 100, "-m", "tiny"], ["context window is 64"], 1),
-        (["ask", "hi", "--temperature", "5"], ["temperature"], 2),
-        (["ask", "hi", "--max-tokens", "0"], ["max-tokens"], 2),
+        (["ask", "hi", "--temperature", "5"], ["error: Invalid value for '--temperature'"], 2),
+        (["ask", "hi", "--max-tokens", "0"], ["--max-tokens", "see 'duet ask --help'"], 2),
+        (["ask", "hi", "--bogus"], ["No such option: --bogus"], 2),
         (["ask", "   "], ["the prompt is empty"], 1),
         (["--config", "absent.toml", "models"], ["absent.toml not found"], 1),
     ],
@@ -214,4 +216,28 @@ def test_serve_refuses_a_busy_port_and_a_missing_model(duet_exe: str, tmp_path: 
         proc = duet(duet_exe, "serve", "--port", str(port))
         assert_clean_error(proc, f"cannot listen on 127.0.0.1:{port}")
     assert_clean_error(duet(duet_exe, "serve", "-m", f"x={tmp_path}/none.gguf"), "not found")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(b"GGUF\x03\x00\x00\x00" + b"junk" * 64)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    proc = duet(duet_exe, "serve", "-m", f"x={truncated}", "--port", str(free_port))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot serve: llama.cpp")
     assert_clean_error(duet(duet_exe, "serve", "--requantize", "q9"), "choose one of q4_0, q8_0")
+
+
+def test_a_misconfigured_model_is_listed_and_skipped_not_fatal(
+    duet_exe: str, served: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    with (tmp_path / "duet.toml").open("a") as settings:
+        settings.write("\n[models.nameless]\nprovider = 'openai'\n")
+    listed = {row["name"]: row for row in json_lines(duet(duet_exe, "models", "--json").stdout)}
+    assert listed["nameless"]["ready"] is False
+    assert "needs `model`" in listed["nameless"]["status"] and listed["served"]["ready"]
+    served.queue("still answered")
+    proc = duet(duet_exe, "ask", "hi", "-m", "served", "-m", "nameless", "--json")
+    rows = {row["model"]: row for row in json_lines(proc.stdout)}
+    assert proc.returncode == 0, proc.stderr
+    assert rows["served"]["text"] == "still answered"
+    assert rows["nameless"]["skipped"] and "needs `model`" in rows["nameless"]["error"]

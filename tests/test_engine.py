@@ -13,12 +13,18 @@ from llmduet.engine.batch import BatchEngine, GenerationRequest, QueueFullError
 from llmduet.engine.chat import ChatFormatter
 from llmduet.engine.model import GGUFModel
 from llmduet.engine.sampling import SamplingParams
+from llmduet.engine.structured import schema_grammar
 from llmduet.errors import ContextWindowError
 from llmduet.models.llamacpp import bundled_model_path
 
 pytestmark = pytest.mark.model
 
 GREEDY = SamplingParams(temperature=0.0)
+#: At least 400 integers: an output that cannot end by itself for many seconds.
+ENDLESS = SamplingParams(
+    temperature=0.0,
+    grammar=schema_grammar({"type": "array", "items": {"type": "integer"}, "minItems": 400}),
+)
 PROMPTS = [
     "Why is the sky blue?",
     "Write a haiku about the sea.",
@@ -77,7 +83,7 @@ async def test_more_requests_than_sequences_queue_and_all_complete(
 async def test_leaving_a_stream_cancels_it_and_frees_its_slot(
     engine: BatchEngine, weights: GGUFModel
 ) -> None:
-    request = GenerationRequest(tokens(weights, "Tell me a long story."), 400, GREEDY)
+    request = GenerationRequest(tokens(weights, "List numbers."), 400, ENDLESS)
     stream = engine.generate(request)
     seen = 0
     async for event in stream:
@@ -85,11 +91,28 @@ async def test_leaving_a_stream_cancels_it_and_frees_its_slot(
         if seen == 2:
             break
     await stream.aclose()
-    for _ in range(200):
+    for _ in range(100):
         if engine.active == 0:
             break
         await asyncio.sleep(0.01)
     assert engine.active == 0
+
+
+async def test_a_request_times_out_while_it_waits(weights: GGUFModel) -> None:
+    engine = BatchEngine(weights, max_sequences=1, context_per_sequence=256, max_queue=4)
+    try:
+        running = asyncio.create_task(
+            collect(engine, GenerationRequest(tokens(weights, "List numbers."), 60, ENDLESS))
+        )
+        while engine.active == 0:
+            await asyncio.sleep(0.01)
+        waiting = GenerationRequest(tokens(weights, "Hi."), 8, GREEDY, timeout_s=0.2)
+        _, finish, count = await collect(engine, waiting)
+        assert (finish, count) == ("timeout", 0)
+        assert not running.done()  # it timed out in the queue, not after its turn came
+        await running
+    finally:
+        engine.close()
 
 
 async def test_timeout_ends_the_request(engine: BatchEngine, weights: GGUFModel) -> None:
@@ -137,4 +160,4 @@ def test_close_ends_running_streams_cleanly(weights: GGUFModel) -> None:
     time.sleep(0.2)
     engine.close(grace_s=0.0)
     assert got.wait(5)
-    assert finishes == ["cancelled"]
+    assert finishes == ["shutdown"]  # cut by the shutdown, not by its caller

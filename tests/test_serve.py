@@ -215,6 +215,17 @@ def test_models_health_and_metrics(server: LiveServer, client: openai.OpenAI) ->
             None,
             "invalid JSON schema",
         ),
+        (  # converts, but to a grammar llama.cpp cannot compile
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "s", "schema": {"enum": []}},
+                }
+            },
+            openai.BadRequestError,
+            None,
+            "grammar could not be compiled",
+        ),
     ],
 )
 def test_bad_requests_get_openai_errors(
@@ -274,18 +285,35 @@ def test_concurrent_streams_neither_interrupt_nor_empty(server: LiveServer) -> N
     assert len(texts) == 8 and all(texts)
 
 
-def test_client_disconnect_frees_the_sequence(server: LiveServer) -> None:
-    body = {
+#: A reply that cannot end early: a JSON array of at least 400 integers (over 800 tokens,
+#: many seconds of decoding), so only a cancellation can free its slot quickly.
+LONG_REPLY = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "numbers",
+        "schema": {"type": "array", "items": {"type": "integer"}, "minItems": 400},
+    },
+}
+
+
+def long_stream(**extra: object) -> dict[str, object]:
+    return {
         "model": "llama",
         "stream": True,
-        "max_tokens": 500,
-        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+        "max_tokens": 2000,
+        "response_format": LONG_REPLY,
+        "messages": [{"role": "user", "content": "List numbers."}],
+        **extra,
     }
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body) as response:
+
+
+def test_client_disconnect_frees_the_sequence(server: LiveServer) -> None:
+    url = f"{server.base_url}/chat/completions"
+    with httpx.stream("POST", url, json=long_stream()) as response:
         for count, _ in enumerate(response.iter_lines()):
             if count >= 6:
                 break
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 2
     active = None
     while time.monotonic() < deadline:
         metrics = httpx.get(f"{server.url}/metrics").text
@@ -350,6 +378,33 @@ def test_full_queue_answers_429_with_retry_after() -> None:
         assert refused.json()["error"]["code"] == "queue_full"
 
 
+def stream_lines(url: str, body: dict[str, object], on_first: object) -> list[str]:
+    """The SSE lines of one stream, calling ``on_first()`` after the first; a connection
+    the server drops ends the list."""
+    lines: list[str] = []
+    with httpx.stream("POST", url, json=body) as response:
+        try:
+            for line in response.iter_lines():
+                if not line:
+                    continue  # the blank line that ends each event
+                if not lines:
+                    on_first()  # type: ignore[operator]
+                lines.append(line)
+        except httpx.RemoteProtocolError:
+            pass
+    return lines
+
+
+def finish_reasons(lines: list[str]) -> list[str]:
+    frames = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    return [
+        choice["finish_reason"]
+        for frame in frames
+        for choice in frame.get("choices", [])
+        if choice.get("finish_reason")
+    ]
+
+
 def test_graceful_shutdown_finishes_running_streams() -> None:
     app = create_app(ServeConfig(max_concurrency=2, context=512))
     running = LiveServer(app, graceful_s=30).start()
@@ -360,13 +415,29 @@ def test_graceful_shutdown_finishes_running_streams() -> None:
         "max_tokens": 40,
         "messages": [{"role": "user", "content": "Tell me a story."}],
     }
-    with httpx.stream("POST", f"{running.base_url}/chat/completions", json=body) as response:
-        lines = response.iter_lines()
-        next(lines)
-        running.server.should_exit = True
-        rest = list(lines)
+    rest = stream_lines(
+        f"{running.base_url}/chat/completions",
+        body,
+        lambda: setattr(running.server, "should_exit", True),
+    )
     running.stop()
-    assert "data: [DONE]" in rest
+    assert finish_reasons(rest) in (["stop"], ["length"]) and rest[-1] == "data: [DONE]"
+
+
+def test_a_stream_cut_by_shutdown_does_not_look_complete() -> None:
+    app = create_app(ServeConfig(max_concurrency=1, context=2048, shutdown_grace_s=0.0))
+    running = LiveServer(app, graceful_s=1).start()
+    wait_ready(running.url)
+    lines = stream_lines(
+        f"{running.base_url}/chat/completions",
+        long_stream(),
+        lambda: setattr(running.server, "should_exit", True),
+    )
+    running.stop()
+    assert len(lines) > 2 and finish_reasons(lines) == []  # no chunk claims it finished
+    assert lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
+    assert error["code"] == "shutting_down" and error["type"] == "server_error"
 
 
 def test_duet_ask_reaches_it_as_a_registered_model(
@@ -435,3 +506,15 @@ def test_rag_index_embedded_by_the_servers_endpoint(
     assert json.loads(search.stdout)["source"] == "travel-policy.md"
     mixed = rag("ingest", str(HANDBOOK_DOCS / "sick-leave.md"))
     assert mixed.returncode == 1 and "built with the embedder" in mixed.stderr
+
+
+def test_default_max_tokens_caps_requests_that_set_none() -> None:
+    app = create_app(ServeConfig(max_concurrency=1, context=512, default_max_tokens=3))
+    with LiveServer(app) as running:
+        wait_ready(running.url)
+        client = openai.OpenAI(base_url=running.base_url, api_key="-", max_retries=0)
+        capped = client.chat.completions.create(model="llama", messages=HI)
+        asked = client.chat.completions.create(model="llama", messages=HI, max_tokens=6)
+    assert capped.usage is not None and capped.usage.completion_tokens <= 3
+    assert capped.choices[0].finish_reason == "length"
+    assert asked.usage is not None and asked.usage.completion_tokens > 3

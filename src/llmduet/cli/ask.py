@@ -118,6 +118,8 @@ def ask_command(
         raise fail('the prompt is empty: pass some text, e.g. duet ask "Hello"')
     names = list(dict.fromkeys(name.lower() for name in (model or DEFAULT_MODELS)))
     models = registry()
+    for name in names:  # an unknown name fails here, before any pane is drawn
+        models.spec(name)
     request = ChatRequest.from_prompt(
         prompt, system=system, temperature=temperature, max_tokens=max_tokens, seed=seed
     )

@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmduet.cli.app import app, console, friendly_errors, registry
+from llmduet.errors import ConfigError
+from llmduet.models.base import Readiness
 
 
 @app.command("models")
@@ -22,18 +24,24 @@ def models_command(
     rows: list[dict[str, Any]] = []
     for name in models.names():
         spec = models.spec(name)
-        readiness = models.readiness(name)
-        backend = models.backend(name)
+        try:
+            backend = models.backend(name)
+        except ConfigError as exc:  # a misconfigured entry is listed, not fatal
+            readiness, basis = Readiness(False, str(exc)), "-"
+        else:
+            readiness, basis = backend.readiness(), backend.cost_model.basis
         rows.append(
             {
                 "name": name,
                 "provider": spec.provider,
-                "model": spec.model or spec.path or "bundled SmolLM2-135M-Instruct",
+                "model": spec.model
+                or spec.path
+                or ("bundled SmolLM2-135M-Instruct" if spec.provider == "llamacpp" else None),
                 "location": spec.resolved_location,
                 "endpoint": spec.base_url,
                 "ready": readiness.ready,
                 "status": readiness.reason,
-                "cost_basis": backend.cost_model.basis,
+                "cost_basis": basis,
             }
         )
     if as_json:
@@ -48,7 +56,7 @@ def models_command(
         table.add_row(
             row["name"],
             row["provider"],
-            str(row["model"]),
+            str(row["model"] or "-"),
             row["location"],
             row["cost_basis"],
             status,

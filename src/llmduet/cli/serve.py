@@ -14,11 +14,13 @@ from llmduet.engine.quantize import FORMATS
 from llmduet.models.llamacpp import bundled_model_path
 
 
-def parse_models(values: list[str]) -> dict[str, Path | None]:
-    """``NAME=PATH`` serves a file; ``NAME`` serves a registered llamacpp model."""
+def parse_models(values: list[str]) -> tuple[dict[str, Path | None], dict[str, str]]:
+    """``NAME=PATH`` serves a file; ``NAME`` serves a registered llamacpp model. Returns
+    the files and the registered models' own ``requantize`` settings."""
     if not values:
         values = ["llama"]
     models: dict[str, Path | None] = {}
+    requantize: dict[str, str] = {}
     settings_models = None
     for value in values:
         name, sep, path = value.partition("=")
@@ -36,9 +38,11 @@ def parse_models(values: list[str]) -> dict[str, Path | None]:
                 f"'{spec.provider}'); use NAME=PATH for a GGUF file"
             )
         models[name] = Path(spec.path).expanduser() if spec.path else None
+        if spec.requantize:
+            requantize[name] = spec.requantize
     for model_path in models.values():
         check_gguf(model_path or bundled_model_path())
-    return models
+    return models, requantize
 
 
 def ensure_port_free(host: str, port: int) -> None:
@@ -76,6 +80,9 @@ def serve_command(
     threads: int | None = typer.Option(None, min=1, help="llama.cpp threads (default: all)"),
     context: int = typer.Option(2048, min=64, help="context window per request, in tokens"),
     timeout: float = typer.Option(300.0, min=1, help="per-request time limit, seconds"),
+    default_max_tokens: int | None = typer.Option(
+        None, min=1, help="output limit for requests that set none (default: the window)"
+    ),
     cors_origin: list[str] = typer.Option(None, "--cors-origin", help="allow this origin"),
     requantize: str | None = typer.Option(
         None,
@@ -84,21 +91,23 @@ def serve_command(
     ),
 ) -> None:
     """Serve GGUF models behind the OpenAI API (chat, tools, JSON, embeddings)."""
-    import uvicorn
-
     from llmduet.serve import ServeConfig, create_app
+    from llmduet.serve.server import GracefulServer
 
     keys = list(api_key or []) + [
         key.strip() for key in os.environ.get("DUET_API_KEYS", "").split(",") if key.strip()
     ]
+    models, requantize_models = parse_models(list(model or []))
     config = ServeConfig(
-        models=parse_models(list(model or [])),
+        models=models,
+        requantize_models=requantize_models,
         api_keys=keys,
         max_concurrency=max_concurrency,
         queue=queue,
         threads=threads,
         context=context,
         request_timeout_s=timeout,
+        default_max_tokens=default_max_tokens,
         cors_origins=list(cors_origin or []),
         requantize=requantize,
     )
@@ -111,10 +120,14 @@ def serve_command(
         f"serving {', '.join(config.models)} on http://{host}:{port}/v1 "
         f"(max {max_concurrency} concurrent, queue {queue})"
     )
-    uvicorn.run(
-        create_app(config),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=int(config.shutdown_grace_s),
-    )
+    failures: list[str] = []
+
+    def stop_on_load_error(reason: str) -> None:
+        failures.append(reason)
+        server.should_exit = True
+
+    config.on_load_error = stop_on_load_error
+    server = GracefulServer(create_app(config), host=host, port=port, log_level="warning")
+    server.run()
+    if failures:
+        raise fail(f"cannot serve: {failures[0]}")

@@ -47,8 +47,12 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class EngineEvent:
-    """``text`` while generating; the last event has ``finish`` set (``stop``, ``length``,
-    ``cancelled``, ``timeout`` or ``error``) and the token counts."""
+    """``text`` while generating; the last event has ``finish`` set and the token counts.
+
+    ``finish`` is ``stop`` or ``length`` for a complete output; ``cancelled`` when the
+    submitter left; ``shutdown`` when the engine closed before the output was complete;
+    ``timeout``; ``rejected`` when the request itself is invalid (a grammar that does not
+    compile); ``error`` when llama.cpp failed."""
 
     text: str = ""
     finish: str | None = None
@@ -238,27 +242,38 @@ class BatchEngine:
         while self._waiting and self._free_ids:
             sequence = self._waiting.popleft()
             if sequence.cancelled:
-                self._emit(sequence, EngineEvent(finish="cancelled"))
+                self._emit(sequence, EngineEvent(finish=self._cancel_reason))
                 continue
             try:
                 sequence.sampler = build_sampler(self.model.vocab, sequence.request.sampling)
             except DuetError as exc:
-                self._emit(sequence, EngineEvent(finish="error", error=str(exc)))
+                self._emit(sequence, EngineEvent(finish="rejected", error=str(exc)))
                 continue
             self._assign_slot(sequence)
             self._active.append(sequence)
         if self._closing:  # no new work once closing: fail what still waits
             while self._waiting:
-                self._emit(self._waiting.popleft(), EngineEvent(finish="cancelled"))
+                self._emit(self._waiting.popleft(), EngineEvent(finish="shutdown"))
+
+    @property
+    def _cancel_reason(self) -> str:
+        """Cancelled sequences are cut by the shutdown once the engine is closing."""
+        return "shutdown" if self._closing else "cancelled"
 
     def _sweep(self) -> None:
         """Release cancelled and timed-out sequences before spending a step on them."""
         now = time.perf_counter()
         for sequence in list(self._active):
             if sequence.cancelled:
-                self._release(sequence, "cancelled")
+                self._release(sequence, self._cancel_reason)
             elif sequence.deadline is not None and now > sequence.deadline:
                 self._release(sequence, "timeout", error="the request timed out")
+        with self._condition:  # a request can also run out of time while it waits
+            expired = [s for s in self._waiting if s.deadline is not None and now > s.deadline]
+            for sequence in expired:
+                self._waiting.remove(sequence)
+        for sequence in expired:
+            self._emit(sequence, EngineEvent(finish="timeout", error="the request timed out"))
 
     def _assign_slot(self, sequence: _Sequence) -> None:
         """Take the free sequence whose cached tokens share the longest prefix with the
@@ -284,7 +299,7 @@ class BatchEngine:
         sequence.n_past = sequence.prompt_done = reuse
 
     def _release(self, sequence: _Sequence, finish: str, error: str | None = None) -> None:
-        if finish in ("cancelled", "error", "timeout") or sequence.prompt_done < len(
+        if finish not in ("stop", "length") or sequence.prompt_done < len(
             sequence.request.prompt_tokens
         ):
             llama_cpp.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
@@ -293,7 +308,7 @@ class BatchEngine:
         llama_cpp.llama_sampler_free(sequence.sampler)
         self._active.remove(sequence)
         self._free_ids.append(sequence.seq_id)
-        tail = "" if finish in ("cancelled", "error") else sequence.text.finish()
+        tail = sequence.text.finish() if finish in ("stop", "length", "timeout") else ""
         self._emit(
             sequence,
             EngineEvent(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llmduet import errors
-from llmduet.engine.batch import BatchEngine, GenerationRequest
+from llmduet.engine.batch import BatchEngine, EngineClosedError, GenerationRequest
 from llmduet.engine.chat import ChatFormatter
 from llmduet.engine.model import GGUFModel, check_gguf
 from llmduet.engine.quantize import requantized
@@ -245,6 +245,12 @@ class LlamaCppBackend(ChatBackend):
             if event.finish == "timeout":
                 raise errors.GenerationTimeoutError(
                     f"{self.name}: the call ran past its {self.timeout_s:g} s limit"
+                )
+            if event.finish == "rejected":
+                raise errors.BadRequestError(f"{self.name}: {event.error}")
+            if event.finish == "shutdown":
+                raise EngineClosedError(
+                    f"{self.name}: the output was cut off because the engine is shutting down"
                 )
             if event.error:
                 raise errors.BackendError(f"{self.name}: {event.error}")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmduet.errors import DuetError
+from llmduet.errors import ConfigError, DuetError
 from llmduet.models.registry import ModelRegistry
 from llmduet.models.result import ChatResult
 from llmduet.models.types import ChatEvent, ChatRequest, Location
@@ -56,7 +56,10 @@ class Outcome:
 async def run_one(
     registry: ModelRegistry, name: str, request: ChatRequest, on_event: EventSink | None
 ) -> Outcome:
-    backend = registry.backend(name)
+    try:
+        backend = registry.backend(name)
+    except ConfigError as exc:  # a misconfigured entry is skipped; the others still run
+        return Outcome(name, registry.spec(name).resolved_location, error=str(exc), skipped=True)
     readiness = backend.readiness()
     if not readiness.ready:
         return Outcome(name, backend.location, error=readiness.reason, skipped=True)

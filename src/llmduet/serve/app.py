@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +38,14 @@ class ServeConfig:
     context: int = 2048
     request_timeout_s: float = 300.0
     requantize: str | None = None  # "q4_0" or "q8_0": see llmduet.engine.quantize
-    default_max_tokens: int | None = None  # when a request sets none: until the window is full
+    requantize_models: dict[str, str] = field(default_factory=dict)  # per model, overrides
+    default_max_tokens: int | None = None  # for requests that set none (else: the window)
     max_body_bytes: int = 4 * 1024 * 1024
     cors_origins: list[str] = field(default_factory=list)
     shutdown_grace_s: float = 10.0
+    #: Called with the reason when a model fails to load (``duet serve`` then exits);
+    #: without it the server stays up and ``/health`` reports the reason with a 503.
+    on_load_error: Callable[[str], None] | None = None
 
 
 class BodyLimit:
@@ -138,17 +142,22 @@ def create_app(config: ServeConfig) -> FastAPI:
                 max_sequences=config.max_concurrency,
                 max_queue=config.queue,
                 timeout_s=config.request_timeout_s,
-                requantize=config.requantize,
+                requantize=config.requantize_models.get(name, config.requantize),
             ),
         )
         for name, path in config.models.items()
     ]
-    chat = ChatService(models, metrics)
+    chat = ChatService(models, metrics, config.default_max_tokens)
     metrics.track_engine(chat.queue_depth, chat.active_sequences)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(chat.load())
+        async def load() -> None:
+            await chat.load()
+            if chat.load_error and config.on_load_error:
+                config.on_load_error(chat.load_error)
+
+        loading = asyncio.create_task(load())
         yield
         loading.cancel()
         await asyncio.to_thread(chat.close, config.shutdown_grace_s)
@@ -160,6 +169,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         description="OpenAI-compatible server for self-hosted GGUF models.",
     )
     app.state.service = chat
+    app.state.shutdown_grace_s = config.shutdown_grace_s
+    app.state.close_engines = lambda: chat.close(config.shutdown_grace_s)
     app.state.api_keys = list(config.api_keys)
 
     @app.exception_handler(ServingError)

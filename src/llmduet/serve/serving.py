@@ -59,12 +59,16 @@ class ServedModel:
     created: int = field(default_factory=created_now)
 
 
-def to_chat_request(request: ChatCompletionRequest) -> ChatRequest:
+def to_chat_request(
+    request: ChatCompletionRequest, default_max_tokens: int | None = None
+) -> ChatRequest:
+    """The model-layer request; ``default_max_tokens`` caps requests that set no limit."""
+    limit = request.output_limit
     return ChatRequest(
         messages=[m.model_dump(exclude_none=True) for m in request.messages],
         temperature=request.temperature,
         top_p=request.top_p,
-        max_tokens=request.output_limit,
+        max_tokens=limit if limit is not None else default_max_tokens,
         stop=request.stop_list or None,
         seed=request.seed,
         tools=[t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None,
@@ -89,9 +93,15 @@ def sse(payload: BaseModel) -> str:
 
 
 class ChatService:
-    def __init__(self, models: list[ServedModel], metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        models: list[ServedModel],
+        metrics: ServerMetrics,
+        default_max_tokens: int | None = None,
+    ) -> None:
         self.models = {model.name: model for model in models}
         self.metrics = metrics
+        self.default_max_tokens = default_max_tokens
         self.ready = False
         self.load_error: str | None = None
         self._embedder: MiniLMEmbedder | None = None
@@ -157,7 +167,8 @@ class ChatService:
         model = self._model(request.model)
         started = time.perf_counter()
         events = cast(
-            AsyncGenerator[ChatEvent, None], model.backend.stream(to_chat_request(request))
+            AsyncGenerator[ChatEvent, None],
+            model.backend.stream(to_chat_request(request, self.default_max_tokens)),
         )
         try:
             first = await anext(events)

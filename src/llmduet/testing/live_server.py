@@ -6,17 +6,16 @@ import threading
 import time
 from typing import Any
 
-import uvicorn
+from llmduet.serve.server import GracefulServer
 
 
 class LiveServer:
     """``with LiveServer(app) as server: server.base_url`` — an ephemeral port, real sockets."""
 
     def __init__(self, app: Any, *, graceful_s: int = 5) -> None:
-        config = uvicorn.Config(
+        self.server = GracefulServer(
             app, host="127.0.0.1", port=0, log_level="warning", timeout_graceful_shutdown=graceful_s
         )
-        self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
