@@ -31,6 +31,7 @@ demo: $(VENV)/.installed
 	$(BIN)/duet rag ingest src/llmduet/data/handbook/docs --index .duet/demo-index
 	$(BIN)/duet rag search "How many vacation days do I get after five years?" --index .duet/demo-index -k 3
 	$(BIN)/duet rag ask "How many vacation days do I get after five years?" --index .duet/demo-index -m llama -m chatgpt -k 3 --max-tokens 96 --seed 7
+	$(BIN)/duet eval src/llmduet/data/evals/chat.jsonl -m llama -m chatgpt --judge llama --max-tokens 64 --out .duet/demo-eval
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

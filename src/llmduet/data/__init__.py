@@ -1,7 +1,9 @@
-"""Data the project ships: the Northwind Labs handbook corpus and its question set."""
+"""Data the project ships: the Northwind Labs handbook corpus and its question set, and a
+chat evaluation set (extraction, classification, summarisation, arithmetic, refusal)."""
 
 from pathlib import Path
 
 HANDBOOK = Path(__file__).parent / "handbook"
 HANDBOOK_DOCS = HANDBOOK / "docs"
 HANDBOOK_QUESTIONS = HANDBOOK / "questions.jsonl"
+CHAT_EVAL = Path(__file__).parent / "evals" / "chat.jsonl"

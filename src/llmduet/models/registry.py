@@ -80,7 +80,12 @@ class ModelRegistry:
         self._backends: dict[str, ChatBackend] = {}
 
     def names(self) -> list[str]:
-        return list(self.settings.models)
+        return list(dict.fromkeys([*self.settings.models, *self._backends]))
+
+    def add(self, name: str, backend: ChatBackend) -> None:
+        """Register a ready-made backend under ``name`` (a fake in tests, a custom client);
+        it needs no settings entry and is reached through :meth:`backend` like any other."""
+        self._backends[name.lower()] = backend
 
     def spec(self, name: str) -> ModelSpec:
         try:

@@ -1,0 +1,1 @@
+"""Side-by-side evaluation: datasets, pipelines, metrics, statistics and reports."""

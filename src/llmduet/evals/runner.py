@@ -1,0 +1,137 @@
+"""Run a dataset through a pipeline on several models at once, resumably.
+
+Every (model, case) pair is one task; each model has its own bounded pool, so a slow
+model never starves a fast one and all models advance together. A finished answer is
+written to the cache before the next one starts: Ctrl-C or a crash loses nothing, and
+the next run with the same inputs skips what is done. A case that fails on a model is
+recorded as an error for that case (and tried again next run); the run goes on. A model
+that cannot run at all (no key, no file) is reported as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmduet.errors import DuetError
+from llmduet.evals.cache import ResultCache, cache_key
+from llmduet.evals.dataset import EvalCase
+from llmduet.evals.pipelines import Pipeline, PipelineOutput
+from llmduet.models.registry import ModelRegistry
+
+Progress = Callable[[str, bool], None]  # (model, served from the cache)
+
+
+@dataclass(slots=True)
+class RunResult:
+    records: list[dict[str, Any]]
+    skipped_models: dict[str, str] = field(default_factory=dict)  # model -> why
+    cached: int = 0
+
+
+def model_identity(registry: ModelRegistry, name: str) -> Any:
+    """What decides a model's answers: its settings entry (or its backend's name)."""
+    if name in registry.settings.models:
+        spec = registry.settings.models[name].model_dump(
+            exclude={"max_retries", "timeout_s", "usd_per_hour", "location"}
+        )
+        return {"name": name, **spec}
+    return {"name": name, "backend": registry.backend(name).name}
+
+
+def record_of(case: EvalCase, model: str, location: str, output: PipelineOutput) -> dict[str, Any]:
+    result = output.result
+    usage = result.usage if result else None
+    return {
+        "case_id": case.id,
+        "model": model,
+        "location": location,
+        "text": output.text,
+        "error": None,
+        "ttft_s": result.ttft_s if result else None,
+        "itl_s": result.itl_s if result else [],
+        "tpot_s": result.tpot_s if result else None,
+        "total_s": result.total_s if result else output.total_s,
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "output_tokens": result.output_tokens if result else None,
+        "cost_usd": result.cost_usd if result else None,
+        "contexts": output.contexts,
+        "retrieved_sources": output.retrieved_sources,
+        "retrieval_ms": output.retrieval_ms,
+    }
+
+
+class EvalRunner:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        pipeline: Pipeline,
+        models: list[str],
+        cache: ResultCache,
+        *,
+        concurrency: int = 4,
+        on_progress: Progress | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.registry = registry
+        self.pipeline = pipeline
+        self.models = models
+        self.cache = cache
+        self.concurrency = concurrency
+        self.on_progress = on_progress
+
+    def key(self, model: str, case: EvalCase) -> str:
+        return cache_key(
+            model_identity(self.registry, model),
+            self.pipeline.identity(),
+            case.messages,
+        )
+
+    async def _one(
+        self, model: str, location: str, case: EvalCase, pool: asyncio.Semaphore
+    ) -> dict[str, Any]:
+        key = self.key(model, case)
+        cached = self.cache.get(key)
+        if cached is not None:
+            if self.on_progress:
+                self.on_progress(model, True)
+            return {**cached, "case_id": case.id, "cached": True}
+        async with pool:
+            try:
+                record = record_of(case, model, location, await self.pipeline.run(case, model))
+            except DuetError as exc:
+                record = {
+                    "case_id": case.id,
+                    "model": model,
+                    "location": location,
+                    "text": "",
+                    "error": str(exc),
+                }
+            else:
+                self.cache.put(key, record)
+        if self.on_progress:
+            self.on_progress(model, False)
+        return {**record, "cached": False}
+
+    async def run(self, cases: list[EvalCase]) -> RunResult:
+        outcome = RunResult([])
+        tasks = []
+        for model in self.models:
+            backend = self.registry.backend(model)
+            readiness = backend.readiness()
+            if not readiness.ready:
+                outcome.skipped_models[model] = readiness.reason or "not ready"
+                continue
+            try:
+                await backend.prepare()
+            except DuetError as exc:
+                outcome.skipped_models[model] = str(exc)
+                continue
+            pool = asyncio.Semaphore(self.concurrency)
+            tasks += [self._one(model, backend.location, case, pool) for case in cases]
+        outcome.records = list(await asyncio.gather(*tasks))
+        outcome.cached = sum(bool(r.get("cached")) for r in outcome.records)
+        return outcome

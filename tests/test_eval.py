@@ -1,0 +1,318 @@
+"""``duet eval``: datasets, the resumable runner, scoring, judges, statistics and reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llmduet.config import load_settings
+from llmduet.errors import BackendError, ConfigError
+from llmduet.evals.cache import ResultCache
+from llmduet.evals.dataset import EvalCase, load_dataset, parse_case
+from llmduet.evals.metrics.judge import judge
+from llmduet.evals.pipelines import ChatPipeline
+from llmduet.evals.report import write_report
+from llmduet.evals.runner import EvalRunner
+from llmduet.evals.scoring import Scorer, parse_metric_flag
+from llmduet.evals.summary import HOURS_PER_MONTH, break_even, summarise
+from llmduet.models.pricing import CostModel
+from llmduet.models.registry import ModelRegistry
+from llmduet.testing import Reply, ScriptedBackend, ScriptedOpenAIServer
+
+VERDICT_4 = '{"reason": "Right answer, terse.", "score": 4}'
+
+
+def cases(count: int) -> list[EvalCase]:
+    return [
+        parse_case({"id": f"c{i}", "input": f"What is {i} + {i}?", "reference": str(2 * i)})
+        for i in range(count)
+    ]
+
+
+def registry_with(**backends: ScriptedBackend) -> ModelRegistry:
+    registry = ModelRegistry(load_settings())
+    for name, backend in backends.items():
+        registry.add(name, backend)
+    return registry
+
+
+def test_dataset_reports_bad_lines_by_number_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "cases.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                '{"id": 1, "input": "hi", "reference": ["hello", "hi"]}',
+                "{broken",
+                '{"input": "no id"}',
+                '{"id": "x", "messages": [{"role": "wizard", "content": "hi"}]}',
+                '{"id": 1, "input": "duplicate"}',
+                '{"id": "q", "question": "RAG spelling?", "answer": "yes", "sources": ["a.md"]}',
+                "",
+            ]
+        )
+    )
+    data = load_dataset(path)
+    assert [c.id for c in data.cases] == ["1", "q"]
+    assert data.cases[0].references == ["hello", "hi"]
+    assert data.cases[1].question == "RAG spelling?" and data.cases[1].sources == ["a.md"]
+    assert [p.split(":")[0] for p in data.problems] == ["line 2", "line 3", "line 4", "line 5"]
+    assert "missing field 'id'" in data.problems[1] and "duplicate id '1'" in data.problems[3]
+    assert "role" in data.problems[2]
+    with pytest.raises(ConfigError, match="not found"):
+        load_dataset(tmp_path / "absent.jsonl")
+
+
+async def test_runner_resumes_from_the_cache_and_records_errors(tmp_path: Path) -> None:
+    first = ScriptedBackend(
+        ["0", "2", Reply(error=BackendError("upstream said no")), "6"], name="first"
+    )
+    second = ScriptedBackend(default="7", name="second")
+    registry = registry_with(a=first, b=second)
+    cache = ResultCache(tmp_path / "cache.jsonl")
+    runner = EvalRunner(registry, ChatPipeline(registry), ["a", "b"], cache, concurrency=1)
+    result = await runner.run(cases(4))
+    by_model = {(r["model"], r["case_id"]): r for r in result.records}
+    assert by_model[("a", "c1")]["text"] == "2" and by_model[("b", "c3")]["text"] == "7"
+    assert by_model[("a", "c2")]["error"] == "upstream said no"
+    assert (
+        by_model[("a", "c0")]["ttft_s"] is not None and by_model[("a", "c0")]["output_tokens"] == 1
+    )
+    cache.close()
+
+    # A new run: nothing finished is asked again; the failed case is retried.
+    again = ScriptedBackend(["4"], name="first")
+    registry = registry_with(a=again, b=ScriptedBackend(name="second"))  # no replies: must not run
+    cache = ResultCache(tmp_path / "cache.jsonl")
+    rerun = await EvalRunner(registry, ChatPipeline(registry), ["a", "b"], cache).run(cases(4))
+    assert rerun.cached == 7 and len(again.requests) == 1
+    assert {r["case_id"]: r["text"] for r in rerun.records if r["model"] == "a"}["c2"] == "4"
+
+
+async def test_an_interrupted_run_keeps_what_finished(tmp_path: Path) -> None:
+    slow = Reply(chunks=["late"], first_delay_s=30)
+    backend = ScriptedBackend(["0", "2", "4", slow], name="m")
+    registry = registry_with(m=backend)
+    cache = ResultCache(tmp_path / "cache.jsonl")
+    runner = EvalRunner(registry, ChatPipeline(registry), ["m"], cache, concurrency=4)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(runner.run(cases(4)), timeout=1.0)
+    cache.close()
+    resumed_backend = ScriptedBackend(["6"], name="m")
+    registry = registry_with(m=resumed_backend)
+    cache = ResultCache(tmp_path / "cache.jsonl")
+    resumed = await EvalRunner(registry, ChatPipeline(registry), ["m"], cache).run(cases(4))
+    assert resumed.cached == 3 and len(resumed_backend.requests) == 1
+    assert sorted(r["text"] for r in resumed.records) == ["0", "2", "4", "6"]
+
+
+def test_a_crash_mid_write_loses_only_the_cut_line(tmp_path: Path) -> None:
+    path = tmp_path / "cache.jsonl"
+    cache = ResultCache(path)
+    cache.put("k1", {"text": "kept"})
+    cache.close()
+    with path.open("a") as file:
+        file.write('{"key": "k2", "value": {"te')  # killed here
+    reopened = ResultCache(path)
+    assert reopened.get("k1") == {"text": "kept"} and reopened.get("k2") is None
+    reopened.put("k3", 1)
+    reopened.close()
+    assert ResultCache(path).get("k3") == 1
+
+
+async def test_scoring_metrics_and_unknown_metrics_fail_before_running(tmp_path: Path) -> None:
+    case = parse_case(
+        {
+            "id": "x",
+            "input": "Total?",
+            "reference": "42",
+            "metrics": [
+                {"name": "exact_match"},
+                {"name": "contains", "needle": ["42"]},
+                {"name": "regex", "pattern": "^\\d+$"},
+                {"name": "json_valid", "schema": {"type": "integer"}},
+            ],
+        }
+    )
+    cache = ResultCache(tmp_path / "c.jsonl")
+    scorer = Scorer(
+        [case], [], rag=False, embedder=object, judge_backend=None, judge_identity=None, cache=cache
+    )
+    record = {"text": "42", "error": None}
+    await scorer.score([(case, record)])
+    assert record["metrics"] == {
+        "exact_match": 1.0,
+        "contains": 1.0,
+        "regex": 1.0,
+        "json_valid": 1.0,
+    }
+    wrong = {"text": "41 or so", "error": None}
+    await scorer.score([(case, wrong)])
+    assert wrong["metrics"] == {
+        "exact_match": 0.0,
+        "contains": 0.0,
+        "regex": 0.0,
+        "json_valid": 0.0,
+    }
+    for bad, message in [
+        ({"name": "bleu"}, "unknown metric 'bleu'"),
+        ({"name": "regex", "pattern": "("}, "bad regex"),
+        ({"name": "contains"}, "needs 'needle'"),
+        ({"name": "judge"}, "needs a judge model"),
+        ({"name": "json_valid", "schema": {"type": "object", "$ref": "#/x"}}, "unusable JSON"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Scorer(
+                [parse_case({"id": "y", "input": "q", "metrics": [bad]})],
+                [],
+                rag=False,
+                embedder=object,
+                judge_backend=None,
+                judge_identity=None,
+                cache=cache,
+            )
+    assert parse_metric_flag("contains=Paris") == {"name": "contains", "needle": "Paris"}
+    assert parse_metric_flag("judge=Is it polite?") == {"name": "judge", "rubric": "Is it polite?"}
+
+
+async def test_judge_retries_until_the_verdict_parses_and_never_yields_nan() -> None:
+    backend = ScriptedBackend(["not json", '{"score": 9, "reason": "x"}', VERDICT_4])
+    verdict = await judge(backend, "2+2?", "4", reference="4")
+    assert (verdict.score, verdict.raw_score, verdict.attempts) == (0.75, 4, 3)
+    sent = backend.requests[0]
+    assert sent.response_format and sent.response_format["type"] == "json_schema"
+    assert "Reference answer:\n4" in sent.messages[1]["content"]
+    hopeless = await judge(ScriptedBackend(default="{}"), "q", "a")
+    assert hopeless.score is None and "failed after 3 tries" in hopeless.reason
+
+
+async def test_the_bundled_model_judges_in_valid_json(llama: object) -> None:
+    verdict = await judge(llama, "What is 2 + 2?", "4", reference="4")  # type: ignore[arg-type]
+    assert verdict.score is not None and 0.0 <= verdict.score <= 1.0 and verdict.attempts == 1
+
+
+def test_break_even_matches_the_arithmetic() -> None:
+    api = {"per_request_usd": 0.001}
+    local = {"usd_per_hour": 0.5, "capacity_per_month": 1_000_000}
+    analysis = break_even(api, local)
+    assert analysis is not None
+    machine_month = 0.5 * HOURS_PER_MONTH  # 365 USD
+    assert analysis["break_even_requests_per_month"] == pytest.approx(machine_month / 0.001)
+    point = next(p for p in analysis["curve"] if p["requests_per_month"] > 2_000_000)
+    assert point["self_hosted_usd"] == pytest.approx(
+        machine_month * -(-point["requests_per_month"] // 1_000_000)
+    )
+    slow = break_even(api, {"usd_per_hour": 0.5, "capacity_per_month": 1000})
+    assert slow is not None and slow["break_even_requests_per_month"] is None  # never pays
+
+
+def records(model: str, location: str, scores: list[float], cost: float) -> list[dict]:
+    return [
+        {
+            "case_id": f"c{i}",
+            "model": model,
+            "location": location,
+            "text": f"{model} answer {i} <b>",
+            "error": None,
+            "ttft_s": 0.1 + i / 100,
+            "itl_s": [0.01, 0.02],
+            "tpot_s": 0.015,
+            "total_s": 0.5,
+            "output_tokens": 3,
+            "cost_usd": cost,
+            "metrics": {"exact_match": score},
+            "judge_reason": "fine" if model == "api" else None,
+        }
+        for i, score in enumerate(scores)
+    ]
+
+
+def test_summary_and_report_files(tmp_path: Path) -> None:
+    rows = records("local", "local", [1, 0, 1, 0, 1, 0, 0, 0], 0.00001) + records(
+        "api", "external", [1, 1, 1, 1, 1, 1, 0, 1], 0.002
+    )
+    summary = summarise(
+        rows, ["local", "api"], {"local": "local", "api": "external"}, {"local": 0.2, "api": None}
+    )
+    quality = summary["models"]["api"]["quality"]["exact_match"]
+    assert quality["mean"] == pytest.approx(7 / 8) and quality["low"] < 7 / 8 < quality["high"]
+    (comparison,) = summary["comparisons"]
+    assert comparison["mean_difference"] == pytest.approx(3 / 8 - 7 / 8)
+    assert comparison["win_rate_a"] == pytest.approx((0 + 0.5 * 4) / 8)
+    assert summary["models"]["local"]["latency"]["ttft_ms"]["p50"] == pytest.approx(135.0)
+    (even,) = summary["break_even"]
+    assert even["break_even_requests_per_month"] == pytest.approx(0.2 * HOURS_PER_MONTH / 0.002)
+    paths = write_report(tmp_path / "out", summary, rows, "test run")
+    loaded = json.loads(paths["summary"].read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert loaded["title"] == "test run" and loaded["models"]["api"]["cases"] == 8
+    assert len(paths["results"].read_text().splitlines()) == 16
+    page = paths["html"].read_text()
+    assert page.count("data:image/png;base64,") == 3  # quality, latency, cost vs volume
+    assert "api answer 3 &lt;b&gt;" in page and "local answer 3" in page and "judge: fine" in page
+    assert "| exact_match | 0.375 [" in paths["markdown"].read_text()
+
+
+def test_duet_eval_and_report_cli(
+    tmp_path: Path, duet_exe: str, server: ScriptedOpenAIServer
+) -> None:
+    (tmp_path / "duet.toml").write_text(
+        "[models.served]\nprovider = 'openai'\nmodel = 'gpt-4o-mini'\n"
+        f"base_url = '{server.base_url}'\nlocation = 'external'\n"
+    )
+    (tmp_path / "cases.jsonl").write_text(
+        '{"id": "a", "input": "Capital of France?", "reference": "Paris"}\n'
+        "oops\n"
+        '{"id": "b", "input": "2+2?", "reference": "4", "metrics": [{"name": "exact_match"}]}\n'
+    )
+    server.queue("Paris", "5")
+
+    def duet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [duet_exe, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(tmp_path)},
+        )
+
+    run = duet("eval", "cases.jsonl", "-m", "served", "--out", "out", "--concurrency", "2")
+    assert run.returncode == 0, run.stderr
+    assert "line 2: not valid JSON" in run.stderr
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {
+        "results.jsonl",
+        "summary.json",
+        "summary.md",
+        "report.html",
+        "cache.jsonl",
+    }
+    lines = (tmp_path / "out/results.jsonl").read_text().splitlines()
+    results = {json.loads(line)["case_id"]: json.loads(line) for line in lines}
+    assert results["a"]["metrics"]["exact_match"] == 1.0 and results["b"]["metrics"] == {
+        "exact_match": 0.0
+    }
+    assert results["a"]["cost_usd"] > 0  # priced from the usage the server reported
+    assert len(server.requests) == 2
+    again = duet("eval", "cases.jsonl", "-m", "served", "--out", "out")
+    assert again.returncode == 0 and len(server.requests) == 2  # all from the cache
+    report = duet("report", "out")
+    assert report.returncode == 0 and "exact_match" in report.stdout and "served" in report.stdout
+    for args, message in [
+        (("eval", "cases.jsonl", "-m", "served", "--metric", "bleu"), "unknown metric 'bleu'"),
+        (("eval", "cases.jsonl", "-m", "nobody"), "unknown model 'nobody'"),
+        (("eval", "missing.jsonl"), "missing.jsonl not found"),
+        (("eval", "cases.jsonl", "--pipeline", "rag"), "needs --index"),
+        (("eval", "cases.jsonl", "--pipeline", "nowhere:make"), "cannot import nowhere"),
+        (("report", "empty"), "no evaluation at empty"),
+    ]:
+        bad = duet(*args)
+        assert bad.returncode == 1, bad.stderr
+        assert message in bad.stderr and "Traceback" not in bad.stderr
+    assert len(server.requests) == 2  # no bad invocation reached a model
+
+
+def test_cost_model_prices_self_hosted_time() -> None:
+    assert CostModel(usd_per_hour=3.6).cost(0, 0, 10.0) == pytest.approx(0.01)
