@@ -54,6 +54,8 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/serve_vs_llama_cpp_server.py
 	$(BIN)/python benchmarks/rag_retrieval_quality.py
 	$(BIN)/python benchmarks/rag_ingest_throughput.py
+	$(BIN)/python benchmarks/rag_query_latency.py
+	$(BIN)/python benchmarks/eval_harness.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache

@@ -110,8 +110,8 @@ class EvalRunner:
                     "text": "",
                     "error": str(exc),
                 }
-            else:
-                self.cache.put(key, record)
+            else:  # written (and fsynced) off the event loop, so other cases go on
+                await asyncio.to_thread(self.cache.put, key, record)
         if self.on_progress:
             self.on_progress(model, False)
         return {**record, "cached": False}
