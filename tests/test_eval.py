@@ -316,3 +316,100 @@ def test_duet_eval_and_report_cli(
 
 def test_cost_model_prices_self_hosted_time() -> None:
     assert CostModel(usd_per_hour=3.6).cost(0, 0, 10.0) == pytest.approx(0.01)
+
+
+async def test_pairwise_swaps_positions_and_cancels_order_bias() -> None:
+    from llmduet.evals.metrics.pairwise import compare
+
+    fair = ScriptedBackend(
+        ['{"reason": "first is right", "winner": "A"}', '{"reason": "now second", "winner": "B"}']
+    )
+    verdict = await compare(fair, "2+2?", "4", "5", reference="4")
+    assert (verdict.outcome, verdict.consistent) == (1.0, True)
+    straight, swapped = (r.messages[1]["content"] for r in fair.requests)
+    assert "Answer A:\n4\n\nAnswer B:\n5" in straight and "Answer A:\n5\n\nAnswer B:\n4" in swapped
+    biased = ScriptedBackend(default='{"reason": "always the first", "winner": "A"}')
+    split = await compare(biased, "2+2?", "4", "5")
+    assert (split.outcome, split.consistent) == (0.5, False)  # order bias becomes a tie
+    retried = ScriptedBackend(
+        ["nope", '{"winner": "B", "reason": "x"}', '{"winner": "A", "reason": "y"}']
+    )
+    assert (await compare(retried, "q", "a", "b")).outcome == 0.0
+    assert (await compare(ScriptedBackend(default="{}"), "q", "a", "b")).outcome is None
+
+
+async def test_pairwise_scoring_and_bradley_terry(tmp_path: Path) -> None:
+    from llmduet.evals.summary import pairwise_summary
+
+    judge_backend = ScriptedBackend(default='{"reason": "first", "winner": "A"}')
+    cache = ResultCache(tmp_path / "c.jsonl")
+    items = cases(3)
+    scorer = Scorer(
+        items,
+        [],
+        rag=False,
+        embedder=object,
+        judge_backend=judge_backend,
+        judge_identity="j",
+        cache=cache,
+    )
+    records = [
+        {"case_id": c.id, "model": m, "text": f"{m} says", "error": None}
+        for c in items
+        for m in ("x", "y")
+    ]
+    records[0]["error"] = "failed"  # x on c0: no head to head for that case
+    verdicts = await scorer.pairwise(items, records, ["x", "y"])
+    assert [(v["case_id"], v["outcome"]) for v in verdicts] == [("c1", 0.5), ("c2", 0.5)]
+    assert len(judge_backend.requests) == 4
+    assert await scorer.pairwise(items, records, ["x", "y"]) == verdicts  # from the cache
+    assert len(judge_backend.requests) == 4
+    strong = [{"a": "big", "b": "small", "outcome": 1.0, "consistent": True}] * 8 + [
+        {"a": "big", "b": "small", "outcome": 0.0, "consistent": True},
+        {"a": "big", "b": "small", "outcome": None, "consistent": False},
+    ]
+    summary = pairwise_summary(strong)
+    (pair,) = summary["pairs"]
+    assert pair["win_rate_a"]["mean"] == pytest.approx(8 / 9) and summary["unjudged"] == 1
+    scores = summary["bradley_terry"]
+    assert scores["big"]["mean"] > 1000 > scores["small"]["mean"]
+
+
+def test_duet_eval_pairwise_cli(
+    tmp_path: Path, duet_exe: str, server: ScriptedOpenAIServer
+) -> None:
+    server.default = Reply(chunks=['{"reason": "A is fine", "winner": "A"}'])
+    (tmp_path / "duet.toml").write_text(
+        "".join(
+            f"[models.{name}]\nprovider = 'openai'\nmodel = 'm-{name}'\n"
+            f"base_url = '{server.base_url}'\n"
+            for name in ("one", "two", "referee")
+        )
+    )
+    (tmp_path / "cases.jsonl").write_text(
+        "".join(f'{{"id": "c{i}", "input": "q{i}", "reference": "r"}}\n' for i in range(3))
+    )
+    command = [duet_exe, "eval", "cases.jsonl", "-m", "one", "-m", "two", "--out", "out"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(tmp_path)},
+        )
+
+    refused = run("--pairwise")
+    assert refused.returncode == 1 and "--pairwise needs a judge model" in refused.stderr
+    done = run("--pairwise", "--judge", "referee")
+    assert done.returncode == 0, done.stderr
+    verdicts = [json.loads(line) for line in (tmp_path / "out/pairwise.jsonl").open()]
+    assert len(verdicts) == 3 and {v["outcome"] for v in verdicts} == {0.5}  # "A" both ways
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert set(summary["pairwise"]["bradley_terry"]) == {"one", "two"}
+    assert "head to head one vs two" in done.stdout
+    assert "Head to head" in (tmp_path / "out/report.html").read_text()
+    judged = [r for r in server.requests if r["model"] == "m-referee"]
+    assert len(judged) == 6  # 3 cases x both orders

@@ -39,6 +39,21 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"[{comparison['low']:+.3f}, {comparison['high']:+.3f}], "
             f"p = {comparison['p_value']:.4f}, n = {comparison['n']}"
         )
+    pairwise = summary.get("pairwise")
+    if pairwise:
+        for pair in pairwise["pairs"]:
+            rate = pair["win_rate_a"]
+            console.print(
+                f"head to head {escape(pair['a'])} vs {escape(pair['b'])}: "
+                f"{escape(pair['a'])} wins {rate['mean']:.2f} [{rate['low']:.2f}, "
+                f"{rate['high']:.2f}] of {rate['n']} (ties half; both orders agreed on "
+                f"{pair['consistent_share']:.0%})"
+            )
+        for model, score in pairwise["bradley_terry"].items():
+            console.print(
+                f"Bradley-Terry {escape(model)}: {score['mean']:.0f} "
+                f"[{score['low']:.0f}, {score['high']:.0f}]"
+            )
     for even in summary.get("break_even", []):
         volume = even["break_even_requests_per_month"]
         console.print(
@@ -65,6 +80,9 @@ def eval_command(
         "retrieval_mrr (repeat)",
     ),
     judge: str | None = typer.Option(None, help="the model that judges (for the judge metric)"),
+    pairwise: bool = typer.Option(
+        False, help="also judge every pair of models head to head, both orders (needs --judge)"
+    ),
     concurrency: int = typer.Option(4, min=1, max=256, help="cases in flight per model"),
     limit: int | None = typer.Option(None, min=1, help="only the first N cases"),
     max_tokens: int | None = typer.Option(256, "--max-tokens", min=1),
@@ -84,8 +102,10 @@ def eval_command(
     from llmduet.evals.report import write_report
     from llmduet.evals.runner import EvalRunner, model_identity
     from llmduet.evals.scoring import Scorer, parse_metric_flag
-    from llmduet.evals.summary import summarise
+    from llmduet.evals.summary import pairwise_summary, summarise
 
+    if pairwise and not judge:
+        raise fail("--pairwise needs a judge model: add --judge MODEL")
     data = load_dataset(dataset)
     for problem in data.problems:
         err_console.print(f"[yellow]skipped[/] {escape(str(dataset))} {escape(problem)}")
@@ -141,6 +161,9 @@ def eval_command(
             result = await runner.run(cases)
             by_id = {case.id: case for case in cases}
             await scorer.score([(by_id[r["case_id"]], r) for r in result.records])
+            ran = [name for name in names if name not in result.skipped_models]
+            if pairwise and len(ran) > 1:
+                result.pairwise = await scorer.pairwise(cases, result.records, ran)
             return result
         finally:
             await models.aclose()
@@ -158,6 +181,8 @@ def eval_command(
         name: models.backend(name).cost_model.usd_per_hour for name in ran
     }
     summary = summarise(result.records, ran, locations, hardware)
+    if result.pairwise is not None:
+        summary["pairwise"] = pairwise_summary(result.pairwise)
     summary.update(
         dataset=str(dataset),
         pipeline=chosen.name,
@@ -165,7 +190,8 @@ def eval_command(
         skipped_lines=data.problems,
         cached_cases=result.cached,
     )
-    paths = write_report(out, summary, result.records, f"duet eval: {dataset.name} ({chosen.name})")
+    title = f"duet eval: {dataset.name} ({chosen.name})"
+    paths = write_report(out, summary, result.records, title, result.pairwise or [])
     print_summary(json.loads(paths["summary"].read_text()))
     errors = sum(1 for r in result.records if r.get("error"))
     if errors:

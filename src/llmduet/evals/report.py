@@ -62,6 +62,28 @@ def operations_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def pairwise_rows(summary: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for pair in summary["pairwise"]["pairs"]:
+        rate = pair["win_rate_a"]
+        rows.append(
+            [
+                f"{pair['a']} vs {pair['b']}",
+                f"{_number(rate['mean'], 2)} [{_number(rate['low'], 2)}, "
+                f"{_number(rate['high'], 2)}] n={rate['n']}",
+                f"{pair['consistent_share']:.0%}",
+            ]
+        )
+    return rows
+
+
+def bradley_terry_rows(summary: dict[str, Any]) -> list[list[str]]:
+    return [
+        [model, f"{_number(s['mean'], 0)} [{_number(s['low'], 0)}, {_number(s['high'], 0)}]"]
+        for model, s in summary["pairwise"]["bradley_terry"].items()
+    ]
+
+
 OPERATIONS_HEADER = [
     "model",
     "where",
@@ -99,6 +121,15 @@ def markdown(summary: dict[str, Any], title: str) -> str:
             for c in summary["comparisons"]
         ]
         parts.append(table(["models", "metric", "difference", "p", "win rate a", "n"], rows))
+    if summary.get("pairwise"):
+        parts += ["", "## Head to head (judge, both orders; ties count half)", ""]
+        parts.append(
+            table(["pair", "win rate of first", "both orders agreed"], pairwise_rows(summary))
+        )
+        parts += [
+            "",
+            table(["model", "Bradley-Terry score [95% interval]"], bradley_terry_rows(summary)),
+        ]
     for even in summary["break_even"]:
         volume = even["break_even_requests_per_month"]
         parts += [
@@ -239,21 +270,38 @@ def html_report(summary: dict[str, Any], records: list[dict[str, Any]], title: s
         "figure{display:inline-block;margin:0 1em 1em 0}"
     )
     heading = "".join(f"<th>{escape(m)}</th>" for m in models)
+    head_to_head = (
+        "<h2>Head to head (judge, both orders; ties count half)</h2>"
+        + table(["pair", "win rate of first", "both orders agreed"], pairwise_rows(summary))
+        + table(["model", "Bradley-Terry score [95% interval]"], bradley_terry_rows(summary))
+        if summary.get("pairwise")
+        else ""
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{escape(title)}</title><style>{style}</style></head><body>"
         f"<h1>{escape(title)}</h1><h2>Quality (mean, bootstrap 95% interval)</h2>"
         f"{table(['metric', *models], quality_rows(summary))}"
         f"<h2>Latency and cost</h2>{table(OPERATIONS_HEADER, operations_rows(summary))}"
+        f"{head_to_head}"
         f"<h2>Plots</h2>{images}"
         f"<h2>Cases</h2><table><tr><th>case</th>{heading}</tr>{''.join(case_rows)}</table>"
         "</body></html>"
     )
 
 
+def _jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def write_report(
-    out: Path, summary: dict[str, Any], records: list[dict[str, Any]], title: str
+    out: Path,
+    summary: dict[str, Any],
+    records: list[dict[str, Any]],
+    title: str,
+    verdicts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
+    """Write the files; ``verdicts`` (head-to-head judgements) go to ``pairwise.jsonl``."""
     out.mkdir(parents=True, exist_ok=True)
     summary, records = clean(summary), clean(records)
     paths = {
@@ -262,7 +310,10 @@ def write_report(
         "markdown": out / "summary.md",
         "html": out / "report.html",
     }
-    paths["results"].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    if verdicts:
+        paths["pairwise"] = out / "pairwise.jsonl"
+        paths["pairwise"].write_text(_jsonl(clean(verdicts)))
+    paths["results"].write_text(_jsonl(records))
     paths["summary"].write_text(json.dumps({"title": title, **summary}, indent=1))
     paths["markdown"].write_text(markdown(summary, title))
     paths["html"].write_text(html_report(summary, records, title))

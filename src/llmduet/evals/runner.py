@@ -29,6 +29,7 @@ class RunResult:
     records: list[dict[str, Any]]
     skipped_models: dict[str, str] = field(default_factory=dict)  # model -> why
     cached: int = 0
+    pairwise: list[dict[str, Any]] | None = None  # head-to-head verdicts, when asked for
 
 
 def model_identity(registry: ModelRegistry, name: str) -> Any:

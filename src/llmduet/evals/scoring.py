@@ -9,6 +9,7 @@ its parameters are checked before any model is called, so a typo costs nothing.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from llmduet.evals.cache import ResultCache, cache_key
 from llmduet.evals.dataset import EvalCase
 from llmduet.evals.metrics import deterministic
 from llmduet.evals.metrics.judge import DEFAULT_RUBRIC, judge
+from llmduet.evals.metrics.pairwise import compare
 from llmduet.evals.metrics.semantic import similarities
 from llmduet.models.base import ChatBackend
 
@@ -184,3 +186,41 @@ class Scorer:
         for (record, _), verdict in zip(verdicts, results, strict=True):
             record["metrics"]["judge"] = verdict["score"]
             record["judge_reason"] = verdict["reason"]
+
+    async def pairwise(
+        self, cases: list[EvalCase], records: list[dict[str, Any]], models: list[str]
+    ) -> list[dict[str, Any]]:
+        """Every pair of models judged head to head on each case both answered (both
+        orders; see :mod:`llmduet.evals.metrics.pairwise`)."""
+        judge_backend = self.judge_backend
+        if judge_backend is None:
+            raise ConfigError("pairwise judging needs a judge model: add --judge MODEL")
+        answers = {(r["model"], r["case_id"]): r for r in records if not r.get("error")}
+        jobs = []
+        for case in cases:
+            for a, b in itertools.combinations(models, 2):
+                if (a, case.id) in answers and (b, case.id) in answers:
+                    jobs.append((case, a, b))
+
+        async def one(case: EvalCase, a: str, b: str) -> dict[str, Any]:
+            answer_a, answer_b = answers[(a, case.id)]["text"], answers[(b, case.id)]["text"]
+            reference = "\n".join(case.references) or None
+            key = cache_key(
+                "pairwise", self.judge_identity, case.question, reference, answer_a, answer_b
+            )
+            verdict = self.cache.get(key)
+            if verdict is None:
+                async with self._judging:
+                    found = await compare(
+                        judge_backend, case.question, answer_a, answer_b, reference
+                    )
+                verdict = {
+                    "outcome": found.outcome,
+                    "reasons": list(found.reasons),
+                    "consistent": found.consistent,
+                }
+                if found.outcome is not None:
+                    self.cache.put(key, verdict)
+            return {"case_id": case.id, "a": a, "b": b, **verdict}
+
+        return list(await asyncio.gather(*(one(*job) for job in jobs)))

@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from llmduet.evals.stats import bootstrap_mean, paired_difference, percentiles
+from llmduet.evals.stats import (
+    bootstrap_mean,
+    bradley_terry_intervals,
+    paired_difference,
+    percentiles,
+    win_rate,
+)
 
 HOURS_PER_MONTH = 730.0
 VOLUMES = [int(v) for v in np.logspace(2, 8, 25)]  # requests a month, for the curve
@@ -153,4 +159,28 @@ def summarise(
         "models": per_model,
         "comparisons": comparisons(by_model, metrics),
         "break_even": even,
+    }
+
+
+def pairwise_summary(comparisons: list[dict[str, Any]]) -> dict[str, Any]:
+    """Win rates per pair and Bradley-Terry scores over all head-to-head verdicts."""
+    judged = [c for c in comparisons if c.get("outcome") is not None]
+    pairs = []
+    for (a, b), group in itertools.groupby(
+        sorted(judged, key=lambda c: (c["a"], c["b"])), key=lambda c: (c["a"], c["b"])
+    ):
+        rows = list(group)
+        pairs.append(
+            {
+                "a": a,
+                "b": b,
+                "win_rate_a": win_rate([r["outcome"] for r in rows]).to_dict(),
+                "consistent_share": sum(r["consistent"] for r in rows) / len(rows),
+            }
+        )
+    scores = bradley_terry_intervals([(c["a"], c["b"], c["outcome"]) for c in judged])
+    return {
+        "pairs": pairs,
+        "bradley_terry": {model: interval.to_dict() for model, interval in scores.items()},
+        "unjudged": len(comparisons) - len(judged),
     }
