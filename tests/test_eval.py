@@ -279,7 +279,7 @@ def test_duet_eval_and_report_cli(
             env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(tmp_path)},
         )
 
-    run = duet("eval", "cases.jsonl", "-m", "served", "--out", "out", "--concurrency", "2")
+    run = duet("eval", "cases.jsonl", "-m", "served", "--out", "out", "--concurrency", "1")
     assert run.returncode == 0, run.stderr
     assert "line 2: not valid JSON" in run.stderr
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {
@@ -413,3 +413,95 @@ def test_duet_eval_pairwise_cli(
     assert "Head to head" in (tmp_path / "out/report.html").read_text()
     judged = [r for r in server.requests if r["model"] == "m-referee"]
     assert len(judged) == 6  # 3 cases x both orders
+
+
+async def test_ragas_metrics_follow_their_definitions() -> None:
+    from llmduet.evals.metrics import rag
+
+    backend = ScriptedBackend(
+        ['{"statements": ["Leave is 16 weeks.", "Leave is unpaid."]}', '{"verdicts": [1, 0]}']
+    )
+    assert await rag.faithfulness(backend, "Leave?", "16 weeks, unpaid.", ["16 weeks paid"]) == 0.5
+    schema = backend.requests[1].response_format["json_schema"]["schema"]  # type: ignore[index]
+    assert (
+        schema["properties"]["verdicts"]["minItems"]
+        == 2
+        == schema["properties"]["verdicts"]["maxItems"]
+    )
+    assert (
+        "1. Leave is 16 weeks.\n2. Leave is unpaid." in backend.requests[1].messages[1]["content"]
+    )
+    ranked = ScriptedBackend(['{"verdicts": [0, 1, 1]}'])
+    precision = await rag.context_precision(ranked, "q", "ref", ["x", "y", "z"])
+    assert precision == pytest.approx((1 / 2 + 2 / 3) / 2)  # average precision over useful ranks
+    recall = ScriptedBackend(['{"verdicts": [1, 0]}'])
+    assert await rag.context_recall(recall, "It is 16 weeks. It is paid.", ["16 weeks"]) == 0.5
+    assert "1. It is 16 weeks.\n2. It is paid." in recall.requests[0].messages[1]["content"]
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0] if "leave" in t.lower() else [0.0, 1.0] for t in texts]
+
+    relevant = ScriptedBackend(
+        [
+            '{"questions": ["How long is leave?", "Is leave paid?", "What is 2+2?"], '
+            '"noncommittal": 0}'
+        ]
+    )
+    assert await rag.answer_relevancy(
+        relevant, "How long is leave?", "16 weeks", embed
+    ) == pytest.approx(2 / 3)
+    evasive = ScriptedBackend(
+        ['{"questions": ["a leave q", "b leave q", "c leave q"], "noncommittal": 1}']
+    )
+    assert await rag.answer_relevancy(evasive, "leave?", "I don't know", embed) == 0.0
+    with pytest.raises(rag.JudgeFailed, match="after 3 tries"):
+        await rag.context_recall(ScriptedBackend(default="not json"), "One. Two.", ["c"])
+
+
+async def test_rag_metrics_in_scoring_are_missing_not_nan_when_the_judge_fails(
+    tmp_path: Path,
+) -> None:
+    case = parse_case(
+        {
+            "id": "r",
+            "input": "Leave?",
+            "reference": "Sixteen weeks.",
+            "contexts": ["16 weeks"],
+            "metrics": [{"name": "context_recall"}, {"name": "faithfulness"}],
+        }
+    )
+    scorer = Scorer(
+        [case],
+        [],
+        rag=True,
+        embedder=object,
+        judge_backend=ScriptedBackend(default="garbage"),
+        judge_identity="j",
+        cache=ResultCache(tmp_path / "c.jsonl"),
+    )
+    record = {"text": "16 weeks", "error": None, "contexts": []}
+    await scorer.score([(case, record)])
+    assert record["metrics"] == {"context_recall": None, "faithfulness": None}
+    assert "judge failed after 3 tries" in record["metric_errors"]["faithfulness"]
+    with pytest.raises(ConfigError, match="'context_recall' metric needs a judge"):
+        Scorer(
+            [case],
+            [],
+            rag=True,
+            embedder=object,
+            judge_backend=None,
+            judge_identity=None,
+            cache=ResultCache(tmp_path / "d.jsonl"),
+        )
+
+
+async def test_faithfulness_on_the_bundled_model(llama: object) -> None:
+    from llmduet.evals.metrics import rag
+
+    value = await rag.faithfulness(
+        llama,  # type: ignore[arg-type]
+        "How long is parental leave?",
+        "Parental leave is sixteen weeks at full pay.",
+        ["Parental leave is sixteen weeks at full pay for every employee."],
+    )
+    assert value is not None and 0.0 <= value <= 1.0

@@ -18,6 +18,7 @@ from llmduet.errors import ConfigError
 from llmduet.evals.cache import ResultCache, cache_key
 from llmduet.evals.dataset import EvalCase
 from llmduet.evals.metrics import deterministic
+from llmduet.evals.metrics import rag as rag_metrics
 from llmduet.evals.metrics.judge import DEFAULT_RUBRIC, judge
 from llmduet.evals.metrics.pairwise import compare
 from llmduet.evals.metrics.semantic import similarities
@@ -25,10 +26,11 @@ from llmduet.models.base import ChatBackend
 
 REFERENCE_METRICS = {"exact_match", "token_f1", "semantic_similarity"}
 RETRIEVAL_METRICS = {"retrieval_recall", "retrieval_mrr"}
+JUDGED_METRICS = {"judge", *rag_metrics.RAG_METRICS}
 METRICS = {
     *deterministic.DETERMINISTIC,
     "semantic_similarity",
-    "judge",
+    *JUDGED_METRICS,
     *RETRIEVAL_METRICS,
 }
 REQUIRED_PARAMETERS = {"contains": "needle", "regex": "pattern"}
@@ -63,11 +65,14 @@ def check_spec(spec: dict[str, Any], where: str, have_judge: bool) -> None:
             deterministic.json_valid("null", spec["schema"])
         except ValueError as exc:
             raise ConfigError(f"{where}: unusable JSON schema: {exc}") from None
-    if name == "judge" and not have_judge:
-        raise ConfigError(f"{where}: the 'judge' metric needs a judge model: add --judge MODEL")
+    if name in JUDGED_METRICS and not have_judge:
+        raise ConfigError(f"{where}: the '{name}' metric needs a judge model: add --judge MODEL")
 
 
-def specs_for(case: EvalCase, defaults: list[dict[str, Any]], rag: bool) -> list[dict[str, Any]]:
+def specs_for(
+    case: EvalCase, defaults: list[dict[str, Any]], rag: bool, judged: bool = False
+) -> list[dict[str, Any]]:
+    """A RAG run with a judge also gets the RAGAS metrics by default."""
     if case.metrics:
         return case.metrics
     if defaults:
@@ -75,6 +80,8 @@ def specs_for(case: EvalCase, defaults: list[dict[str, Any]], rag: bool) -> list
     specs = [{"name": name} for name in sorted(REFERENCE_METRICS)] if case.references else []
     if rag and case.sources:
         specs += [{"name": name} for name in sorted(RETRIEVAL_METRICS)]
+    if rag and judged:
+        specs += [{"name": name} for name in rag_metrics.RAG_METRICS]
     return specs
 
 
@@ -150,19 +157,22 @@ class Scorer:
         """Fill each record's ``metrics`` (and ``judge_reason``) in place."""
         semantic: list[tuple[dict[str, Any], str, list[str]]] = []
         verdicts: list[tuple[dict[str, Any], Any]] = []
+        judged: list[tuple[dict[str, Any], str, Any]] = []
         for case, record in pairs:
             metrics: dict[str, float | None] = {}
             record["metrics"] = metrics
             if record.get("error"):
                 continue
             answer = record["text"]
-            for spec in specs_for(case, self.defaults, self.rag):
+            for spec in specs_for(case, self.defaults, self.rag, self.judge_backend is not None):
                 name = spec["name"]
                 if name == "semantic_similarity":
                     if case.references:
                         semantic.append((record, answer, case.references))
                 elif name == "judge":
                     verdicts.append((record, self._verdict(spec, case, answer)))
+                elif name in rag_metrics.RAG_METRICS:
+                    judged.append((record, name, self._rag_metric(name, case, record)))
                 elif name in RETRIEVAL_METRICS:
                     if case.sources:
                         scores = retrieval_scores(
@@ -186,6 +196,53 @@ class Scorer:
         for (record, _), verdict in zip(verdicts, results, strict=True):
             record["metrics"]["judge"] = verdict["score"]
             record["judge_reason"] = verdict["reason"]
+        values = await asyncio.gather(*(call for _, _, call in judged))
+        for (record, name, _), (value, problem) in zip(judged, values, strict=True):
+            record["metrics"][name] = value
+            if problem:
+                record.setdefault("metric_errors", {})[name] = problem
+
+    async def _embedder_ready(self) -> Any:
+        if self._embedder is None:
+            self._embedder = await asyncio.to_thread(self._embedder_factory)
+        return self._embedder
+
+    async def _rag_metric(
+        self, name: str, case: EvalCase, record: dict[str, Any]
+    ) -> tuple[float | None, str | None]:
+        """One RAGAS metric for one answer (cached), and why it is missing if it is."""
+        assert self.judge_backend is not None
+        answer = record["text"]
+        contexts = list(record.get("contexts") or case.contexts or [])
+        reference = "\n".join(case.references)
+        key = cache_key(name, self.judge_identity, case.question, answer, contexts, reference)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached["value"], None
+        backend = self.judge_backend
+        if name in ("context_precision", "context_recall") and not reference:
+            return None, "needs a reference answer"
+        if name != "answer_relevancy" and not contexts:
+            return None, "needs retrieved or given contexts"
+        try:
+            async with self._judging:
+                if name == "faithfulness":
+                    value = await rag_metrics.faithfulness(backend, case.question, answer, contexts)
+                elif name == "answer_relevancy":
+                    embedder = await self._embedder_ready()
+                    value = await rag_metrics.answer_relevancy(
+                        backend, case.question, answer, lambda t: embedder.embed(t).vectors
+                    )
+                elif name == "context_precision":
+                    value = await rag_metrics.context_precision(
+                        backend, case.question, reference, contexts
+                    )
+                else:
+                    value = await rag_metrics.context_recall(backend, reference, contexts)
+        except rag_metrics.JudgeFailed as exc:
+            return None, str(exc)
+        self.cache.put(key, {"value": value})
+        return value, None
 
     async def pairwise(
         self, cases: list[EvalCase], records: list[dict[str, Any]], models: list[str]
