@@ -89,6 +89,13 @@ def eval_command(
     temperature: float | None = typer.Option(0.0, min=0.0, max=2.0),
     seed: int | None = typer.Option(0),
     out: Path = typer.Option(DEFAULT_OUT, "--out", help="folder for the report and the cache"),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="run the cases as Ray tasks: 'local' starts a Ray instance here, 'auto' joins "
+        "the running cluster, or give its address (needs llmduet[ray])",
+    ),
 ) -> None:
     """Evaluate a dataset on several models; resumable; writes an HTML report."""
     import asyncio
@@ -98,7 +105,7 @@ def eval_command(
     from llmduet.embeddings import MiniLMEmbedder
     from llmduet.evals.cache import ResultCache
     from llmduet.evals.dataset import load_dataset
-    from llmduet.evals.pipelines import ChatPipeline, CustomPipeline, Pipeline, RagPipeline
+    from llmduet.evals.pipelines import Pipeline, PipelineRecipe
     from llmduet.evals.report import write_report
     from llmduet.evals.runner import EvalRunner, model_identity
     from llmduet.evals.scoring import Scorer, parse_metric_flag
@@ -115,19 +122,12 @@ def eval_command(
     for name in [*names, *([judge] if judge else [])]:
         models.backend(name)  # unknown or misconfigured models fail before anything runs
     options = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
-    chosen: Pipeline
-    if pipeline == "chat":
-        chosen = ChatPipeline(models, options)
-    elif pipeline == "rag":
-        if index is None:
-            raise fail("--pipeline rag needs --index DIR (build one with `duet rag ingest`)")
-        from llmduet.rag.index import MANIFEST
+    recipe = PipelineRecipe(pipeline, options, str(index) if index else None, k)
+    chosen: Pipeline = recipe.build(models)
+    if ray:
+        from llmduet.evals.distributed import RayPipeline
 
-        if not (index / MANIFEST).exists():
-            raise fail(f"no index at {index}: run `duet rag ingest PATH --index {index}` first")
-        chosen = RagPipeline(models, index, k, options)
-    else:
-        chosen = CustomPipeline(models, pipeline, options)
+        chosen = RayPipeline(recipe, models.settings, chosen, None if ray == "local" else ray)
     cache = ResultCache(out / "cache.jsonl")
     judge_backend = models.backend(judge) if judge else None
     scorer = Scorer(

@@ -173,3 +173,31 @@ def load_factory(target: str) -> Any:
     if not callable(factory):
         raise ConfigError(f"--pipeline {target}: {module_name} has no callable '{attribute}'")
     return factory
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRecipe:
+    """How to build a pipeline: enough to build the same one again in another process."""
+
+    kind: str  # chat, rag, or module:factory
+    options: dict[str, Any] = field(default_factory=dict)
+    index: str | None = None
+    k: int = 5
+
+    def build(self, registry: ModelRegistry) -> Pipeline:
+        if self.kind == "chat":
+            return ChatPipeline(registry, dict(self.options))
+        if self.kind == "rag":
+            from llmduet.rag.index import MANIFEST
+
+            if self.index is None:
+                raise ConfigError(
+                    "--pipeline rag needs --index DIR (build one with `duet rag ingest`)"
+                )
+            index = Path(self.index)
+            if not (index / MANIFEST).exists():
+                raise ConfigError(
+                    f"no index at {index}: run `duet rag ingest PATH --index {index}` first"
+                )
+            return RagPipeline(registry, index, self.k, dict(self.options))
+        return CustomPipeline(registry, self.kind, dict(self.options))
