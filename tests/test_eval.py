@@ -505,3 +505,35 @@ async def test_faithfulness_on_the_bundled_model(llama: object) -> None:
         ["Parental leave is sixteen weeks at full pay for every employee."],
     )
     assert value is not None and 0.0 <= value <= 1.0
+
+
+def test_a_users_own_chain_as_the_pipeline(
+    tmp_path: Path, duet_exe: str, server: ScriptedOpenAIServer
+) -> None:
+    (tmp_path / "duet.toml").write_text(
+        f"[models.served]\nprovider = 'openai'\nmodel = 'm'\nbase_url = '{server.base_url}'\n"
+    )
+    (tmp_path / "mychain.py").write_text(
+        "from langchain_core.prompts import ChatPromptTemplate\n"
+        "from langchain_core.output_parsers import StrOutputParser\n\n"
+        "def build(model):\n"
+        "    messages = [('system', 'Be brief.'), ('human', '{q}')]\n"
+        "    prompt = ChatPromptTemplate.from_messages(messages)\n"
+        "    return {'q': lambda question: question.upper()} | prompt | model | StrOutputParser()\n"
+    )
+    (tmp_path / "cases.jsonl").write_text('{"id": "1", "input": "ping", "reference": "pong"}\n')
+    server.queue("pong")
+    proc = subprocess.run(
+        [duet_exe, "eval", "cases.jsonl", "--pipeline", "mychain:build", "-m", "served",
+         "--out", "out", "--metric", "exact_match"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [json.loads(line) for line in (tmp_path / "out/results.jsonl").open()]
+    assert row["text"] == "pong" and row["metrics"] == {"exact_match": 1.0}
+    assert row["total_s"] > 0
+    assert server.requests[0]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "PING"},
+    ]
