@@ -257,6 +257,17 @@ def test_raw_http_sse_framing_and_error_shapes(server: LiveServer) -> None:
         url, json={"model": "llama", "messages": [{"role": "user", "content": "x" * 100_000}]}
     )
     assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
+
+    def chunks(total: int) -> Iterator[bytes]:  # no Content-Length: chunked encoding
+        yield b'{"model": "llama", "max_tokens": 2, "messages": [{"role": "user", "content": "'
+        yield b"x" * total
+        yield b'"}]}'
+
+    headers = {"content-type": "application/json"}
+    chunked = httpx.post(url, content=chunks(100_000), headers=headers)
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_too_large"
+    small = httpx.post(url, content=chunks(10), headers=headers)
+    assert small.status_code == 200 and small.json()["choices"][0]["message"]["content"]
     missing = httpx.get(f"{server.url}/v1/nothing")
     assert missing.status_code == 404 and "error" in missing.json()
     wrong_method = httpx.get(url)

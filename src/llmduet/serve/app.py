@@ -63,18 +63,36 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await _send_error(send, self.too_large())
             return
+        if declared is not None:  # within the limit: it cannot grow past what it declared
+            await self.app(scope, receive, send)
+            return
+        # No length (chunked): read it up to the limit here, so an oversized body is a 413
+        # rather than an error deep inside the framework's body parsing.
+        parts: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise self.too_large()
-            return message
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)  # the client left: let the app see it
+                return
+            parts.append(message.get("body", b""))
+            seen += len(parts[-1])
+            if seen > self.max_bytes:
+                await _send_error(send, self.too_large())
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     def too_large(self) -> ServingError:
         return ServingError(

@@ -10,6 +10,7 @@ usage chunk (``choices: []``) when ``stream_options.include_usage`` is set, then
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -86,6 +87,11 @@ def _make_handler(server: ScriptedOpenAIServer) -> type[BaseHTTPRequestHandler]:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     scripted: ScriptedOpenAIServer
+
+    def setup(self) -> None:
+        super().setup()
+        # Send each chunk at once, as real servers do, so scripted timings show on the wire.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr
         pass

@@ -1,0 +1,1 @@
+"""Load testing for any registered model through the ChatBackend seam (``duet bench``)."""
