@@ -1,0 +1,1 @@
+"""Agents and teams on LangGraph, on the model layer: tools first (see ``tools``)."""
