@@ -537,3 +537,63 @@ def test_a_users_own_chain_as_the_pipeline(
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "PING"},
     ]
+
+
+async def test_any_failure_in_a_case_is_that_cases_error_and_cached_costs_use_todays_price(
+    tmp_path: Path,
+) -> None:
+    from llmduet.evals.pipelines import CustomPipeline
+
+    class Flaky:
+        name = "flaky"
+
+        def identity(self) -> dict[str, str]:
+            return {"pipeline": "flaky"}
+
+        async def run(self, case: EvalCase, model: str):  # type: ignore[no-untyped-def]
+            if case.id == "c1":
+                raise KeyError("missing")
+            return await ChatPipeline(registry).run(case, model)
+
+    registry = registry_with(
+        m=ScriptedBackend(default="ok", name="m", cost_model=CostModel(usd_per_hour=3.6))
+    )
+    cache = ResultCache(tmp_path / "c.jsonl")
+    result = await EvalRunner(registry, Flaky(), ["m"], cache, concurrency=2).run(cases(3))
+    errors = {r["case_id"]: r["error"] for r in result.records}
+    assert errors == {"c0": None, "c1": "KeyError: 'missing'", "c2": None}
+    first_cost = next(r["cost_usd"] for r in result.records if r["case_id"] == "c0")
+    registry = registry_with(m=ScriptedBackend(name="m", cost_model=CostModel(usd_per_hour=36.0)))
+    again = await EvalRunner(registry, Flaky(), ["m"], cache).run([cases(3)[0]])
+    assert again.records[0]["cached"]
+    assert again.records[0]["cost_usd"] == pytest.approx(10 * first_cost)
+
+    def build(model: object):  # type: ignore[no-untyped-def]
+        def blocking(question: str) -> str:  # calls the model the blocking way
+            return str(model.invoke(question).content)  # type: ignore[attr-defined]
+
+        return blocking
+
+    import sys
+    import types
+
+    module = types.ModuleType("duet_test_chains")
+    module.build = build  # type: ignore[attr-defined]
+    sys.modules["duet_test_chains"] = module
+    registry = registry_with(m=ScriptedBackend(default="from a blocking chain"))
+    custom = CustomPipeline(registry, "duet_test_chains:build")
+    output = await custom.run(cases(1)[0], "m")
+    assert output.text == "from a blocking chain" and output.total_s is not None
+
+
+def test_metric_parameters_are_checked_before_running(tmp_path: Path) -> None:
+    for bad, message in [
+        ({"name": "contains", "needle": [42]}, "'needle' must be a string"),
+        ({"name": "regex", "pattern": 5}, "'pattern' must be a string"),
+        ({"name": "json_valid", "schema": "object"}, "'schema' must be a JSON schema"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Scorer([parse_case({"id": "y", "input": "q", "metrics": [bad]})], [], rag=False,
+                   embedder=object, judge_backend=None, judge_identity=None,
+                   cache=ResultCache(tmp_path / "c.jsonl"))  # fmt: skip
+    assert parse_case({"id": 1, "input": "6*7?", "reference": 42}).references == ["42"]

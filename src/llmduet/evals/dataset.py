@@ -89,6 +89,10 @@ def parse_case(record: Any) -> EvalCase:
     if "id" not in record or not isinstance(record["id"], str | int) or record["id"] == "":
         raise ValueError("missing field 'id' (a string or number)")
     reference = record.get("reference", record.get("answer"))
+    if isinstance(reference, int | float) and not isinstance(reference, bool):
+        reference = str(reference)  # an arithmetic answer written as a number
+    elif isinstance(reference, list):
+        reference = [str(r) if isinstance(r, int | float) else r for r in reference]
     if reference is not None and not isinstance(reference, str):
         reference = _strings({"reference": reference}, "reference")
     metrics = record.get("metrics", [])

@@ -140,8 +140,10 @@ class CustomPipeline:
         started = time.perf_counter()
         if hasattr(pipeline, "ainvoke"):
             output = await pipeline.ainvoke(argument)
-        else:
-            output = pipeline(argument)
+        elif inspect.iscoroutinefunction(pipeline):
+            output = await pipeline(argument)
+        else:  # a blocking callable (it may call model.invoke) runs off the event loop
+            output = await asyncio.to_thread(pipeline, argument)
             if inspect.isawaitable(output):
                 output = await output
         return PipelineOutput(answer_text(output), None, time.perf_counter() - started)

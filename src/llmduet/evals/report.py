@@ -151,6 +151,12 @@ def markdown(summary: dict[str, Any], title: str) -> str:
     return "\n".join(parts) + "\n"
 
 
+def bound(stats: dict[str, Any], key: str, mean: float, sign: int) -> float:
+    """The error bar's length from the mean to the interval's ``key`` end (0 if unknown)."""
+    end = stats.get(key)
+    return 0.0 if end is None or mean != mean else sign * (end - mean)
+
+
 def _figure_png(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -177,14 +183,8 @@ def plots(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, s
             means = [
                 quality[m]["mean"] if quality[m]["mean"] is not None else np.nan for m in metrics
             ]
-            lows = [
-                q - (quality[m]["low"] or q) if q == q else 0
-                for q, m in zip(means, metrics, strict=True)
-            ]
-            highs = [
-                (quality[m]["high"] or q) - q if q == q else 0
-                for q, m in zip(means, metrics, strict=True)
-            ]
+            lows = [bound(quality[m], "low", q, -1) for q, m in zip(means, metrics, strict=True)]
+            highs = [bound(quality[m], "high", q, 1) for q, m in zip(means, metrics, strict=True)]
             x = np.arange(len(metrics)) + i * width
             axes.bar(x, means, width, yerr=[lows, highs], capsize=3, label=model)
         axes.set_xticks(

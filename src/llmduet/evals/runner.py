@@ -35,8 +35,15 @@ class RunResult:
 def model_identity(registry: ModelRegistry, name: str) -> Any:
     """What decides a model's answers: its settings entry (or its backend's name)."""
     if name in registry.settings.models:
-        spec = registry.settings.models[name].model_dump(
-            exclude={"max_retries", "timeout_s", "usd_per_hour", "location"}
+        spec = registry.settings.models[name].model_dump(  # what cannot change an answer
+            exclude={
+                "max_retries",
+                "timeout_s",
+                "usd_per_hour",
+                "location",
+                "threads",
+                "max_sequences",
+            }
         )
         return {"name": name, **spec}
     return {"name": name, "backend": registry.backend(name).name}
@@ -99,23 +106,33 @@ class EvalRunner:
         if cached is not None:
             if self.on_progress:
                 self.on_progress(model, True)
-            return {**cached, "case_id": case.id, "cached": True}
+            return {**cached, **self._priced(model, cached), "case_id": case.id, "cached": True}
         async with pool:
             try:
                 record = record_of(case, model, location, await self.pipeline.run(case, model))
-            except DuetError as exc:
+            except Exception as exc:  # a case's failure, whatever raised it, is that case's
+                message = str(exc) if isinstance(exc, DuetError) else f"{type(exc).__name__}: {exc}"
                 record = {
                     "case_id": case.id,
                     "model": model,
                     "location": location,
                     "text": "",
-                    "error": str(exc),
+                    "error": message,
                 }
             else:  # written (and fsynced) off the event loop, so other cases go on
                 await asyncio.to_thread(self.cache.put, key, record)
         if self.on_progress:
             self.on_progress(model, False)
         return {**record, "cached": False}
+
+    def _priced(self, model: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A cached record's cost at today's prices (prices are not part of the key)."""
+        if record.get("total_s") is None or record.get("cost_usd") is None:
+            return {}
+        cost = self.registry.backend(model).cost_model.cost(
+            record.get("prompt_tokens") or 0, record.get("output_tokens") or 0, record["total_s"]
+        )
+        return {"cost_usd": cost}
 
     async def run(self, cases: list[EvalCase]) -> RunResult:
         outcome = RunResult([])

@@ -55,6 +55,18 @@ def check_spec(spec: dict[str, Any], where: str, have_judge: bool) -> None:
     needed = REQUIRED_PARAMETERS.get(str(name))
     if needed and not spec.get(needed):
         raise ConfigError(f"{where}: metric '{name}' needs '{needed}'")
+    needle = spec.get("needle")
+    if name == "contains" and not (
+        isinstance(needle, str)
+        or (isinstance(needle, list) and needle and all(isinstance(n, str) for n in needle))
+    ):
+        raise ConfigError(f"{where}: 'needle' must be a string or a list of strings")
+    if name == "regex" and not isinstance(spec["pattern"], str):
+        raise ConfigError(f"{where}: 'pattern' must be a string")
+    if name == "judge" and not isinstance(spec.get("rubric", ""), str):
+        raise ConfigError(f"{where}: 'rubric' must be a string")
+    if name == "json_valid" and not isinstance(spec.get("schema", {}), dict | bool):
+        raise ConfigError(f"{where}: 'schema' must be a JSON schema object")
     if name == "regex":
         try:
             re.compile(spec["pattern"])

@@ -91,7 +91,7 @@ def cost(records: list[dict[str, Any]], usd_per_hour: float | None) -> dict[str,
     e2e = _values(records, "total_s")
     mean_e2e = float(np.mean(e2e)) if e2e else None
     return {
-        "total_usd": float(sum(costs)),
+        "total_usd": float(sum(costs)) if costs else None,
         "per_request_usd": float(np.mean(costs)) if costs else None,
         "usd_per_hour": usd_per_hour,
         "capacity_per_month": HOURS_PER_MONTH * 3600 / mean_e2e if mean_e2e else None,

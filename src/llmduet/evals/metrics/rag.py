@@ -167,9 +167,10 @@ async def answer_relevancy(
             "required": ["questions", "noncommittal"],
         },
     )
-    generated = [q for q in reply.get("questions", []) if isinstance(q, str)]
+    questions = reply.get("questions") if isinstance(reply, dict) else None
+    generated = [q for q in questions if isinstance(q, str)] if isinstance(questions, list) else []
     if not generated:
-        raise JudgeFailed("the judge wrote no questions")
+        raise JudgeFailed(f"the judge wrote no questions: {reply!r:.80}")
     if reply.get("noncommittal") == 1:
         return 0.0
     vectors = np.asarray(embed([question, *generated]))
