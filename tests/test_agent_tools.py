@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Literal
 
 import pytest
@@ -77,10 +76,9 @@ async def test_a_slow_tool_times_out_without_blocking_the_loop() -> None:
         await asyncio.sleep(seconds)
         return "done"
 
-    started = time.perf_counter()
-    result, other = await asyncio.gather(slow.run({"seconds": 5}), slow.run({"seconds": 0.01}))
+    result, other = await asyncio.gather(slow.run({"seconds": 30}), slow.run({"seconds": 0.01}))
     assert result.error and "took longer than 0.2 s" in result.content
-    assert other.content == "done" and time.perf_counter() - started < 4
+    assert other.content == "done"
 
 
 @pytest.mark.parametrize(
