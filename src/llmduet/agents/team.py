@@ -15,6 +15,7 @@ max_cost_usd = 0.05
 model = "llama"
 instructions = "Find the facts in the company documents."
 tools = ["search_documents"]
+first_call = "required"    # use a tool before answering (default: auto)
 private = true             # sees private data: may run on local models only
 ```
 
@@ -43,6 +44,7 @@ class AgentSpec:
     instructions: str
     tools: tuple[str, ...] = ()
     private: bool = False
+    first_call: Literal["auto", "required"] = "auto"  # "required": use a tool before answering
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,9 @@ class TeamSpec:
     def with_models(self, models: dict[str, str]) -> TeamSpec:
         """The same team with some agents' models replaced (for side-by-side variants)."""
         agents = {
-            name: AgentSpec(a.name, models.get(name, a.model), a.instructions, a.tools, a.private)
+            name: AgentSpec(
+                a.name, models.get(name, a.model), a.instructions, a.tools, a.private, a.first_call
+            )
             for name, a in self.agents.items()
         }
         return TeamSpec(
@@ -104,7 +108,7 @@ def parse_team(data: dict[str, Any], source: str = "the team") -> TeamSpec:
         where = f"{source}: agents.{name}"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a table")
-        unknown = set(raw) - {"model", "instructions", "tools", "private"}
+        unknown = set(raw) - {"model", "instructions", "tools", "private", "first_call"}
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         tools = raw.get("tools", [])
@@ -113,12 +117,16 @@ def parse_team(data: dict[str, Any], source: str = "the team") -> TeamSpec:
         private = raw.get("private", False)
         if not isinstance(private, bool):
             raise ConfigError(f"{where}.private must be true or false")
+        first_call = raw.get("first_call", "auto")
+        if first_call not in ("auto", "required") or (first_call == "required" and not tools):
+            raise ConfigError(f"{where}.first_call must be auto, or required with tools")
         agents[name] = AgentSpec(
             name,
             _string(raw.get("model"), f"{where}.model"),
             _string(raw.get("instructions"), f"{where}.instructions"),
             tuple(tools),
             private,
+            first_call,
         )
     kind = team.get("kind", "supervisor")
     if kind not in ("supervisor", "sequential"):
