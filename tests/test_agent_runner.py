@@ -94,7 +94,14 @@ async def test_supervisor_hands_off_a_specialist_uses_its_tool_and_the_answer_co
 
 
 async def test_bad_tool_calls_are_reported_back_and_the_run_goes_on() -> None:
-    lead = ScriptedBackend([calls(("transfer_to_math", {"task": "x"})), "done: 3"])
+    lead = ScriptedBackend(
+        [
+            calls(("transfer_to_math", {"task": "x"})),
+            "prose instead of a tool call",
+            calls(("transfer_to_nobody", {"task": "y"})),
+            calls(("final_answer", {"answer": "done: 3"})),
+        ]
+    )
     math = ScriptedBackend(
         [calls(("shell", {"cmd": "rm -rf /"})), calls(("calculator", {"expr": "1+2"})), "3"]
     )
@@ -105,6 +112,15 @@ async def test_bad_tool_calls_are_reported_back_and_the_run_goes_on() -> None:
     assert results[0]["error"] and "there is no tool 'shell'" in results[0]["content"]
     assert results[1]["error"] and "expression: Field required" in results[1]["content"]
     assert events[-1]["answer"] == "done: 3" and events[-1]["status"] == "done"
+    routing = [
+        e["content"] for e in events if e["event"] == "tool_result" and e["name"] == "(routing)"
+    ]
+    assert routing == ["no tool call", "'transfer_to_nobody' is not one of your tools"]
+    assert (
+        "error: no tool call. Reply with exactly one tool call"
+        in lead.requests[2].messages[-1]["content"]
+    )
+    assert all(r.tool_choice == "required" for r in lead.requests)
 
 
 async def test_budgets_stop_the_run_with_a_clear_status() -> None:

@@ -30,6 +30,7 @@ from llmduet.models.types import ChatRequest, TextDelta
 
 FINAL = "final_answer"
 MAX_TOOL_ROUNDS = 4  # tool calls an agent may chain within one turn
+REPAIR_TRIES = 2  # times a supervisor is told its reply was not a usable hand-off
 
 
 class BudgetExceeded(Exception):
@@ -246,22 +247,38 @@ class TeamRunner:
         tools = handoff_tools(team)
 
         async def lead(state: TeamState) -> TeamState:
-            try:
-                text, calls = await self._call(ledger, supervisor, state["messages"], tools)
-            except (BudgetExceeded, DuetError) as exc:
-                return {"status": str(exc), "next": END}
-            for call in calls:
-                arguments = call.parsed_arguments() if call.arguments else {}
-                arguments = arguments if isinstance(arguments, dict) else {}
-                if call.name == FINAL:
-                    return {"final": str(arguments.get("answer") or text), "next": END}
-                target = call.name.removeprefix("transfer_to_")
-                if call.name.startswith("transfer_to_") and target in team.agents:
-                    ledger.emit("handoff", source=supervisor, target=target)
-                    task = str(arguments.get("task") or "")
-                    message = {"role": "user", "content": f"[{supervisor} to {target}] {task}"}
-                    return {"messages": [message], "next": target}
-            return {"final": text, "next": END}  # answered in prose: that is the answer
+            messages = list(state["messages"])
+            for _ in range(REPAIR_TRIES + 1):
+                try:
+                    # Every move of the supervisor is a tool (hand off or final_answer), so
+                    # its calls are forced to one: grammar-constrained on local models.
+                    text, calls = await self._call(ledger, supervisor, messages, tools, "required")
+                except (BudgetExceeded, DuetError) as exc:
+                    return {"status": str(exc), "next": END}
+                for call in calls:
+                    arguments = call.parsed_arguments() if call.arguments else {}
+                    arguments = arguments if isinstance(arguments, dict) else {}
+                    if call.name == FINAL:
+                        return {"final": str(arguments.get("answer") or text), "next": END}
+                    target = call.name.removeprefix("transfer_to_")
+                    if call.name.startswith("transfer_to_") and target in team.agents:
+                        ledger.emit("handoff", source=supervisor, target=target)
+                        task = str(arguments.get("task") or "")
+                        message = {"role": "user", "content": f"[{supervisor} to {target}] {task}"}
+                        return {"messages": [message], "next": target}
+                # Not a usable call (cut off, or an unknown tool): say so and let it retry.
+                problem = f"'{calls[0].name}' is not one of your tools" if calls else "no tool call"
+                ledger.emit(
+                    "tool_result", agent=supervisor, name="(routing)", content=problem, error=True
+                )
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": f"error: {problem}. Reply with exactly one tool call: "
+                        + ", ".join(t["function"]["name"] for t in tools),
+                    }
+                )
+            return {"final": text, "status": "the supervisor made no valid hand-off", "next": END}
 
         builder.add_node(supervisor, lead)
         builder.add_edge(START, supervisor)
