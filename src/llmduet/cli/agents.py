@@ -156,13 +156,17 @@ def steps_table(final: dict[str, Any]) -> Table:
 
 
 def variant(spec: TeamSpec, name: str, local: str, api: str) -> TeamSpec:
-    if name == "hybrid":
+    """all-local / all-api: every agent on one model; hybrid: agents that see private
+    data on the local model, the others on the API model; declared: as in the file."""
+    if name == "declared":
         return spec
     if name == "all-local":
         return spec.with_models({agent: local for agent in spec.agents})
     if name == "all-api":
         return spec.with_models({agent: api for agent in spec.agents})
-    raise fail(f"--variants: unknown variant '{name}': choose all-local, all-api, hybrid")
+    if name == "hybrid":
+        return spec.with_models({a.name: local if a.private else api for a in spec.agents.values()})
+    raise fail(f"--variants: unknown variant '{name}': choose all-local, all-api, hybrid, declared")
 
 
 @agents_app.command("compare")
@@ -170,7 +174,9 @@ def variant(spec: TeamSpec, name: str, local: str, api: str) -> TeamSpec:
 def compare_command(
     task: str = typer.Argument(..., help="what the team should do"),
     team: str = TEAM_OPTION,
-    variants: str = typer.Option("all-local,all-api,hybrid", help="comma-separated"),
+    variants: str = typer.Option(
+        "all-local,all-api,hybrid", help="comma-separated: all-local, all-api, hybrid, declared"
+    ),
     local_model: str = typer.Option("llama", help="the model of the all-local variant"),
     api_model: str = typer.Option("chatgpt", help="the model of the all-api variant"),
     index: Path = INDEX_OPTION,
