@@ -1,22 +1,18 @@
 """LLM-as-judge with a rubric, forced into a JSON schema so a small judge never yields NaN.
 
 The verdict is ``{"reason": str, "score": 1-5}``, reason first so the judge reasons
-before it scores. The schema goes out as ``response_format`` ``json_schema``: llama.cpp
-models (in process or behind ``duet serve``) are grammar-constrained to it, OpenAI models
-use structured outputs. A reply that still does not parse is retried with another seed;
+before it scores, forced and retried by :func:`~llmduet.evals.metrics.forced.ask_json`;
 after the last try the verdict is missing (``None``) with the reason, never a crash or NaN.
 The score is reported on [0, 1] as ``(score - 1) / 4``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from llmduet.errors import DuetError
+from llmduet.evals.metrics.forced import ATTEMPTS, JudgeFailed, ask_json
 from llmduet.models.base import ChatBackend
-from llmduet.models.types import ChatRequest
 
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -36,7 +32,6 @@ SYSTEM = (
     "(if any) and the answer to grade. Reply with JSON only: "
     '{"reason": "<one or two sentences>", "score": <integer 1-5>}.'
 )
-ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +42,8 @@ class Verdict:
     attempts: int
 
 
-def parse_verdict(text: str) -> tuple[int, str] | None:
-    try:
-        data = json.loads(text.strip().removeprefix("```json").removesuffix("```"))
-    except json.JSONDecodeError:
-        return None
+def verdict_of(data: Any) -> tuple[int, str] | None:
+    """``(score, reason)`` from a parsed verdict, or None when it is not one."""
     if not isinstance(data, dict):
         return None
     score = data.get("score")
@@ -80,28 +72,11 @@ async def judge(
     rubric: str = DEFAULT_RUBRIC,
     seed: int = 0,
 ) -> Verdict:
-    messages = judge_messages(rubric, question, answer, reference)
-    response_format = {
-        "type": "json_schema",
-        "json_schema": {"name": "verdict", "schema": VERDICT_SCHEMA, "strict": True},
-    }
-    problem = "no reply"
-    for attempt in range(1, ATTEMPTS + 1):
-        request = ChatRequest(
-            messages=messages,
-            temperature=0.0 if attempt == 1 else 0.7,
-            max_tokens=256,
-            seed=seed + attempt,
-            response_format=response_format,
+    prompt = judge_messages(rubric, question, answer, reference)
+    try:
+        (score, reason), attempts = await ask_json(
+            backend, prompt, VERDICT_SCHEMA, verdict_of, max_tokens=256, seed=seed
         )
-        try:
-            result = await backend.complete(request)
-        except DuetError as exc:
-            problem = str(exc)
-            continue
-        parsed = parse_verdict(result.text)
-        if parsed is not None:
-            score, reason = parsed
-            return Verdict((score - 1) / 4, score, reason, attempt)
-        problem = f"unparseable verdict {result.text[:80]!r}"
-    return Verdict(None, None, f"judge failed after {ATTEMPTS} tries: {problem}", ATTEMPTS)
+    except JudgeFailed as exc:
+        return Verdict(None, None, str(exc), ATTEMPTS)
+    return Verdict((score - 1) / 4, score, reason, attempts)

@@ -9,13 +9,11 @@ the first model, ready for win rates and Bradley-Terry scores.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from llmduet.errors import DuetError
+from llmduet.evals.metrics.forced import JudgeFailed, ask_json, messages
 from llmduet.models.base import ChatBackend
-from llmduet.models.types import ChatRequest
 
 PAIRWISE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -32,7 +30,6 @@ SYSTEM = (
     "order they are shown in and their length. Reply with JSON only: "
     '{"reason": "<one sentence>", "winner": "A" | "B" | "tie"}.'
 )
-ATTEMPTS = 3
 POINTS = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
@@ -43,11 +40,7 @@ class PairwiseVerdict:
     consistent: bool  # both orders agreed
 
 
-def parse_winner(text: str) -> tuple[str, str] | None:
-    try:
-        data = json.loads(text.strip())
-    except json.JSONDecodeError:
-        return None
+def winner_of(data: Any) -> tuple[str, str] | None:
     if not isinstance(data, dict) or data.get("winner") not in POINTS:
         return None
     return str(data["winner"]), str(data.get("reason", ""))
@@ -60,30 +53,18 @@ async def _one_order(
     if reference:
         parts.append(f"Reference answer:\n{reference}")
     parts += [f"Answer A:\n{first or '(empty)'}", f"Answer B:\n{second or '(empty)'}"]
-    messages = [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": "\n\n".join(parts)},
-    ]
-    response_format = {
-        "type": "json_schema",
-        "json_schema": {"name": "comparison", "schema": PAIRWISE_SCHEMA, "strict": True},
-    }
-    for attempt in range(ATTEMPTS):
-        request = ChatRequest(
-            messages=messages,
-            temperature=0.0 if attempt == 0 else 0.7,
+    try:
+        verdict, _ = await ask_json(
+            backend,
+            messages(SYSTEM, "\n\n".join(parts)),
+            PAIRWISE_SCHEMA,
+            winner_of,
             max_tokens=256,
-            seed=seed + attempt,
-            response_format=response_format,
+            seed=seed,
         )
-        try:
-            result = await backend.complete(request)
-        except DuetError:
-            continue
-        parsed = parse_winner(result.text)
-        if parsed is not None:
-            return parsed
-    return None
+    except JudgeFailed:
+        return None
+    return verdict
 
 
 async def compare(

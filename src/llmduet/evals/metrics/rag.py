@@ -18,49 +18,37 @@ number or, after the last try, a missing value with the reason — never NaN.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from llmduet.errors import DuetError
+from llmduet.evals.metrics.forced import JudgeFailed, ask_json, messages
 from llmduet.models.base import ChatBackend
-from llmduet.models.types import ChatRequest
 
-ATTEMPTS = 3
+__all__ = [
+    "RAG_METRICS",
+    "JudgeFailed",
+    "answer_relevancy",
+    "context_precision",
+    "context_recall",
+    "faithfulness",
+]
 MAX_STATEMENTS = 8
 RAG_METRICS = ("faithfulness", "answer_relevancy", "context_precision", "context_recall")
 
 
-class JudgeFailed(Exception):
-    """The judge gave no reply matching the schema after every try."""
-
-
-async def ask_json(backend: ChatBackend, system: str, user: str, schema: dict[str, Any]) -> Any:
-    """The judge's reply parsed, forced into ``schema`` and retried with another seed."""
-    response_format = {
-        "type": "json_schema",
-        "json_schema": {"name": "answer", "schema": schema, "strict": True},
-    }
-    problem = "no reply"
-    for attempt in range(ATTEMPTS):
-        request = ChatRequest(
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-            temperature=0.0 if attempt == 0 else 0.7,
-            max_tokens=512,
-            seed=7 + attempt,
-            response_format=response_format,
-        )
-        try:
-            text = (await backend.complete(request)).text
-            return json.loads(text)
-        except DuetError as exc:
-            problem = str(exc)
-        except json.JSONDecodeError:
-            problem = f"unparseable reply {text[:60]!r}"
-    raise JudgeFailed(f"judge failed after {ATTEMPTS} tries: {problem}")
+async def ask(backend: ChatBackend, system: str, user: str, schema: dict[str, Any]) -> Any:
+    """The judge's JSON object, forced into ``schema`` and retried."""
+    data, _ = await ask_json(
+        backend,
+        messages(system, user),
+        schema,
+        lambda d: d if isinstance(d, dict) else None,
+        seed=6,
+    )
+    return data
 
 
 def _verdict_schema(count: int) -> dict[str, Any]:
@@ -82,7 +70,7 @@ async def verdicts(
     backend: ChatBackend, instruction: str, context: str, items: list[str]
 ) -> list[int]:
     numbered = "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1))
-    reply = await ask_json(
+    reply = await ask(
         backend,
         f"{instruction} Reply with JSON only: one verdict per numbered item, in order, "
         "1 for yes and 0 for no.",
@@ -100,7 +88,7 @@ async def verdicts(
 
 
 async def statements(backend: ChatBackend, question: str, answer: str) -> list[str]:
-    reply = await ask_json(
+    reply = await ask(
         backend,
         "Break the answer into short standalone factual statements (no pronouns), at most "
         f"{MAX_STATEMENTS}. Reply with JSON only.",
@@ -147,7 +135,7 @@ async def answer_relevancy(
     embed: Callable[[list[str]], Any],
     count: int = 3,
 ) -> float:
-    reply = await ask_json(
+    reply = await ask(
         backend,
         f"Write {count} questions that the answer below answers. Also say whether the "
         "answer is noncommittal (evasive, vague, 'I don't know'): 1 if so, else 0. "
