@@ -56,6 +56,8 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/rag_ingest_throughput.py
 	$(BIN)/python benchmarks/rag_query_latency.py
 	$(BIN)/python benchmarks/eval_harness.py
+	$(BIN)/python benchmarks/agents_overhead.py
+	$(BIN)/python benchmarks/agents_tasks.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache

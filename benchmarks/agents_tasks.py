@@ -23,11 +23,10 @@ from typing import Any
 
 from llmduet.agents.team import load_team
 from llmduet.cli.agents import prepared, variant
+from llmduet.data import AGENT_TASKS as TASKS
 from llmduet.data import HANDBOOK_DOCS, TEAMS
 from llmduet.errors import DuetError
 from llmduet.models.registry import ModelRegistry
-
-TASKS = Path(__file__).parent.parent / "src/llmduet/data/agent_tasks.jsonl"
 
 
 def solved(answer: str, reference: str) -> bool:
