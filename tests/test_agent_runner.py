@@ -171,6 +171,7 @@ async def test_a_sequential_team_speaks_in_order_and_the_last_reply_is_the_answe
     events = await run(TeamRunner(spec, backends(w=writer, c=critic), {}), "Write a haiku.")
     assert [s["agent"] for s in events[-1]["steps"]] == ["writer", "critic", "writer"]
     assert events[-1]["answer"] == "draft two, fixed"
+    assert events[-1]["artefacts"] == {"writer": "draft two, fixed", "critic": "too vague"}
     assert writer.requests[1].messages[-1]["content"] == "[critic] too vague"
 
 
@@ -207,3 +208,25 @@ def test_a_runner_refuses_a_team_whose_tools_it_was_not_given() -> None:
 
     with pytest.raises(ConfigError, match="agent math: no tool named calculator"):
         TeamRunner(team(), backends(), {})
+
+
+@pytest.mark.model
+async def test_the_bundled_model_hands_off_with_a_grammar_forced_call(llama: Any) -> None:
+    spec = parse_team(
+        {
+            "team": {"kind": "supervisor", "supervisor": "lead", "max_steps": 2},
+            "agents": {
+                "lead": {
+                    "model": "llama",
+                    "instructions": "You never answer yourself: always transfer the task to the "
+                    "helper with transfer_to_helper.",
+                },
+                "helper": {"model": "llama", "instructions": "Answer briefly."},
+            },
+        }
+    )
+    runner = TeamRunner(spec, backends(llama=llama), {}, max_tokens_per_call=96)
+    events = await run(runner, "Say hello to the team.")
+    handoffs = [e for e in events if e["event"] == "handoff"]
+    assert handoffs and handoffs[0]["target"] == "helper", events[-1]
+    assert [s["agent"] for s in events[-1]["steps"]][:2] == ["lead", "helper"]

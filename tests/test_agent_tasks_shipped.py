@@ -102,7 +102,13 @@ def by_id(task_id: str) -> dict:
 
 @pytest.mark.parametrize(
     ("expression", "expected"),
-    [("30 - 15", 15), ("75 * 3 + 75 * 0.5 * 2", 300), ("(1 + 2) * 3", 9), ("-4 + 10", 6), ("1 / 4", 0.25)],
+    [
+        ("30 - 15", 15),
+        ("75 * 3 + 75 * 0.5 * 2", 300),
+        ("(1 + 2) * 3", 9),
+        ("-4 + 10", 6),
+        ("1 / 4", 0.25),
+    ],
 )
 def test_compute_evaluates_plain_arithmetic(expression: str, expected: float) -> None:
     assert math.isclose(compute(expression), expected)
@@ -110,7 +116,18 @@ def test_compute_evaluates_plain_arithmetic(expression: str, expected: float) ->
 
 @pytest.mark.parametrize(
     "expression",
-    ["__import__('os')", "2 ** 10", "7 % 3", "7 // 2", "abs(-1)", "x + 1", "1e3", "[1, 2]", "1 if 1 else 2", ""],
+    [
+        "__import__('os')",
+        "2 ** 10",
+        "7 % 3",
+        "7 // 2",
+        "abs(-1)",
+        "x + 1",
+        "1e3",
+        "[1, 2]",
+        "1 if 1 else 2",
+        "",
+    ],
 )
 def test_compute_rejects_anything_else(expression: str) -> None:
     with pytest.raises((ValueError, SyntaxError)):
@@ -177,7 +194,9 @@ def test_computation_yields_answer(task_id: str) -> None:
     assert operator_count(task["computation"]) >= 1, f"{task_id}: no arithmetic"
     value = compute(task["computation"])
     expected = float(task["answer"])
-    assert abs(value - expected) <= TOLERANCE, f"{task_id}: {task['computation']} = {value}, answer {expected}"
+    assert abs(value - expected) <= TOLERANCE, (
+        f"{task_id}: {task['computation']} = {value}, answer {expected}"
+    )
 
 
 @pytest.mark.parametrize("task_id", task_ids())

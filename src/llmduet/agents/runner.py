@@ -63,8 +63,13 @@ class RunLedger:
             raise BudgetExceeded(f"cost budget ${budgets.max_cost_usd:g} spent")
 
 
+def _merge(old: dict[str, str], new: dict[str, str]) -> dict[str, str]:
+    return {**old, **new}
+
+
 class TeamState(TypedDict, total=False):
     messages: Annotated[list[dict[str, Any]], operator.add]
+    artefacts: Annotated[dict[str, str], _merge]  # each agent's latest output, by agent
     next: str
     final: str
     status: str
@@ -223,7 +228,7 @@ class TeamRunner:
                 except (BudgetExceeded, DuetError) as exc:
                     return {"status": str(exc), "next": END}
                 message = {"role": "user", "content": f"[{name}] {text}"}
-                return {"messages": [message], "final": text}
+                return {"messages": [message], "final": text, "artefacts": {name: text}}
 
             return node
 
@@ -324,6 +329,7 @@ class TeamRunner:
             "t": round(time.perf_counter() - ledger.started, 4),
             "answer": state.get("final", ""),
             "status": state.get("status") or "done",
+            "artefacts": state.get("artefacts", {}),
             "steps": ledger.steps,
             "tool_calls": ledger.tool_calls,
             "tokens": ledger.tokens,
