@@ -69,7 +69,7 @@ def prepared(team: TeamSpec, models: ModelRegistry, index: Path, max_tokens: int
     return TeamRunner(team, models.backend, tools, max_tokens_per_call=max_tokens)
 
 
-def show(event: dict[str, Any], state: dict[str, Any]) -> None:
+def show(event: dict[str, Any]) -> None:
     """One event in the terminal: a header per step, tokens inline, tools and hand-offs."""
     kind = event["event"]
     if kind == "step_start":
@@ -88,7 +88,6 @@ def show(event: dict[str, Any], state: dict[str, Any]) -> None:
         console.print(
             f"\n[magenta]hand-off {escape(event['source'])} → {escape(event['target'])}[/]"
         )
-    state["last"] = event
 
 
 @agents_app.command("run")
@@ -116,7 +115,7 @@ def run_command(
                 if as_json:
                     print(json.dumps(event), flush=True)
                 else:
-                    show(event, state)
+                    show(event)
                 state["last"] = event
         finally:
             await models.aclose()
