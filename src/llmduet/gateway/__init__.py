@@ -1,0 +1,1 @@
+"""The hybrid gateway: privacy guard first (``pii``, ``pseudonymise``)."""

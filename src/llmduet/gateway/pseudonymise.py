@@ -1,0 +1,91 @@
+"""Pseudonymisation: private values out, stable placeholders in, originals back on return.
+
+Before a request leaves for an external model, every detected value is replaced by a
+placeholder such as ``<EMAIL_1>``; the same value gets the same placeholder everywhere in
+the conversation, so the model can still refer to it. The reply is restored before the
+user sees it. Streamed replies are restored as they arrive: a placeholder can be split
+across chunks, so text that might be the start of one is held back until it is complete
+or clearly is not one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from llmduet.gateway.pii import TYPES, Finding, detect
+
+PLACEHOLDER = re.compile(r"<(" + "|".join(TYPES) + r")_(\d+)>")
+_LONGEST = max(len(t) for t in TYPES) + 8  # "<" TYPE "_" digits ">"
+
+
+@dataclass(slots=True)
+class Pseudonymiser:
+    """One per conversation: the value <-> placeholder table lives as long as it does."""
+
+    types: tuple[str, ...] = TYPES
+    by_value: dict[str, str] = field(default_factory=dict)
+    by_placeholder: dict[str, str] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+
+    def _placeholder(self, finding: Finding) -> str:
+        if finding.value not in self.by_value:
+            count = sum(1 for p in self.by_placeholder if p.startswith(f"<{finding.type}_")) + 1
+            placeholder = f"<{finding.type}_{count}>"
+            self.by_value[finding.value] = placeholder
+            self.by_placeholder[placeholder] = finding.value
+        return self.by_value[finding.value]
+
+    def mask(self, text: str) -> str:
+        """``text`` with every detected value replaced by its placeholder."""
+        found = detect(text, self.types)
+        self.findings += found
+        parts, last = [], 0
+        for finding in found:
+            parts += [text[last : finding.start], self._placeholder(finding)]
+            last = finding.end
+        parts.append(text[last:])
+        return "".join(parts)
+
+    def mask_messages(self, messages: Iterable[dict[str, object]]) -> list[dict[str, object]]:
+        masked = []
+        for message in messages:
+            content = message.get("content")
+            masked.append(
+                {**message, "content": self.mask(content)}
+                if isinstance(content, str)
+                else dict(message)
+            )
+        return masked
+
+    def restore(self, text: str) -> str:
+        """Placeholders back to their values; unknown ones are left as they are."""
+        return PLACEHOLDER.sub(lambda m: self.by_placeholder.get(m.group(0), m.group(0)), text)
+
+    def stream_restorer(self) -> StreamRestorer:
+        return StreamRestorer(self)
+
+
+@dataclass(slots=True)
+class StreamRestorer:
+    """Feed reply chunks in order; get out text that is safe to show (restored)."""
+
+    owner: Pseudonymiser
+    held: str = ""
+
+    def feed(self, chunk: str) -> str:
+        text = self.held + chunk
+        cut = text.rfind("<")
+        if cut != -1 and ">" not in text[cut:] and len(text) - cut <= _LONGEST:
+            tail = text[cut:]
+            if re.fullmatch(r"<[A-Z_]*\d*", tail):  # could still become a placeholder
+                self.held = tail
+                return self.owner.restore(text[:cut])
+        self.held = ""
+        return self.owner.restore(text)
+
+    def flush(self) -> str:
+        """What is still held at the end of the stream."""
+        text, self.held = self.held, ""
+        return self.owner.restore(text)
