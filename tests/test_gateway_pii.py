@@ -99,3 +99,25 @@ def test_streamed_replies_are_restored_even_when_a_placeholder_is_split(size: in
         "Charged 4111 1111 1111 1111 for Maria Gonzalez. Compare x < y and <b>bold</b> <PERSON"
     )
     assert not any("<CREDIT" in part or "<PERSON_" in part for part in shown)
+
+
+def test_the_shipped_labeled_set_and_detection_quality_on_it() -> None:
+    import json
+
+    from llmduet.data import PII_SNIPPETS
+
+    snippets = [json.loads(line) for line in PII_SNIPPETS.read_text().splitlines()]
+    assert len(snippets) >= 300 and sum(bool(s["entities"]) for s in snippets) * 2 == len(snippets)
+    found = missed = extra = 0
+    for snippet in snippets:
+        text = snippet["text"]
+        labels = {(e["type"], e["start"], e["end"]) for e in snippet["entities"]}
+        for entity in snippet["entities"]:
+            assert text[entity["start"] : entity["end"]] == entity["value"], snippet["id"]
+        detected = {(f.type, f.start, f.end) for f in detect(text) if f.type != "PERSON"}
+        structured = {label for label in labels if label[0] != "PERSON"}
+        found += len(structured & detected)
+        missed += len(structured - detected)
+        extra += len(detected - structured)
+    assert found / (found + missed) >= 0.98  # recall on structured types
+    assert found / (found + extra) >= 0.95  # precision on structured types

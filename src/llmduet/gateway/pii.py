@@ -61,9 +61,14 @@ def _ip_valid(value: str) -> bool:
 
 
 def _phone_valid(value: str) -> bool:
-    """International numbers (+CC ...) have 8-15 digits; national ones at least 10."""
-    digits = sum(c.isdigit() for c in value)
-    return (8 if value.startswith("+") else 10) <= digits <= 15
+    """International numbers (+CC ...) have 8-15 digits; national ones at least 10; a run
+    of one or two repeated digits (000-000-0000) is a placeholder."""
+    digits = [c for c in value if c.isdigit()]
+    return (8 if value.startswith("+") else 10) <= len(digits) <= 15 and len(set(digits)) > 2
+
+
+def _card_valid(value: str) -> bool:
+    return luhn_valid(value) and len({c for c in value if c.isdigit()}) > 1
 
 
 Recogniser = tuple[str, re.Pattern[str], Callable[[str], bool] | None, int]
@@ -269,7 +274,8 @@ _RECOGNISERS: list[Recogniser] = [
         iban_valid,
         0,
     ),
-    ("CREDIT_CARD", re.compile(r"\b\d(?:[ -]?\d){12,18}\b"), luhn_valid, 0),
+    # not inside a UUID or another dash-joined identifier
+    ("CREDIT_CARD", re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])"), _card_valid, 0),
     ("US_SSN", re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"), None, 0),
     (
         "UK_NINO",
@@ -283,7 +289,7 @@ _RECOGNISERS: list[Recogniser] = [
     (
         "IP_ADDRESS",
         re.compile(
-            r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])"
+            r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)"
             r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}:?[0-9A-Fa-f]{0,4}(?:::?[0-9A-Fa-f]{1,4})*(?![\w:])"
         ),
         _ip_valid,
@@ -292,9 +298,11 @@ _RECOGNISERS: list[Recogniser] = [
     (
         "PHONE",
         re.compile(
-            r"(?<![\w+])(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
+            # not a group of an IBAN-like code ("9060 0480 ..."), not a template (0XXX)
+            r"(?<![\w+])(?<![A-Z0-9]{4} )"
+            r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
             r"|\(\d{3}\) ?\d{3}[ .-]\d{4}|\b\d{3}[ .-]\d{3}[ .-]\d{4}"
-            r"|\b0\d{2,4}[ ]\d{3,4}[ ]\d{3,4})(?![\w])"
+            r"|\b0\d{4} ?\d{6}|\b0\d{2,4}[ ]\d{3,4}[ ]\d{3,4})(?![\w])(?![ .-]?\w*[Xx]{2})"
         ),
         _phone_valid,
         0,
