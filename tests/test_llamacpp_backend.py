@@ -210,3 +210,32 @@ def test_stop_holdback(pieces: list[str], stops: list[str], expected: tuple[str,
     if not hit:
         emitted += holdback.flush()
     assert (emitted, hit) == expected
+
+
+async def test_unloading_from_two_threads_at_once_frees_the_model_once() -> None:
+    import asyncio
+    import threading
+
+    # Its own model (other settings than the shared fixture's), as a server shuts down:
+    # the HTTP layer and the app's lifespan both unload while a stream still runs.
+    backend = LlamaCppBackend("twice", n_ctx=512, threads=1)
+    endless = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "numbers",
+            "schema": {"type": "array", "items": {"type": "integer"}, "minItems": 200},
+        },
+    }
+    running = asyncio.create_task(
+        backend.complete(ask("List numbers.", max_tokens=400, response_format=endless))
+    )
+    while backend.engine_stats()[0] == 0:
+        await asyncio.sleep(0.01)
+    unloads = [threading.Thread(target=backend.unload, args=(0.2,)) for _ in range(2)]
+    for thread in unloads:
+        thread.start()
+    for thread in unloads:
+        await asyncio.to_thread(thread.join)
+    with pytest.raises(errors.BackendError, match="shutting down"):
+        await running
+    assert backend.engine_stats() == (0, 0)

@@ -152,6 +152,7 @@ class LlamaCppBackend(ChatBackend):
         self.requantize = requantize
         self.defaults = {**SAMPLING_DEFAULTS, **(defaults or {})}
         self._model: LocalModel | None = None
+        self._unloading = threading.Lock()  # a second unload waits for the first to finish
 
     @property
     def path(self) -> Path:
@@ -183,16 +184,20 @@ class LlamaCppBackend(ChatBackend):
         return engine.active, engine.waiting
 
     def unload(self, grace_s: float = 0.0) -> None:
-        """Finish running calls for up to ``grace_s``, cancel the rest, free the model."""
-        if self._model is None:
-            return
-        with _loaded_lock:
-            for key, model in list(_loaded.items()):
-                if model is self._model:
-                    del _loaded[key]
-        self._model.engine.close(grace_s)
-        self._model.weights.close()
-        self._model = None
+        """Finish running calls for up to ``grace_s``, cancel the rest, free the model.
+
+        Safe to call from several threads at once (a server's shutdown does): the weights
+        are freed once, and only after the engine that uses them has stopped."""
+        with self._unloading:
+            if self._model is None:
+                return
+            with _loaded_lock:
+                for key, model in list(_loaded.items()):
+                    if model is self._model:
+                        del _loaded[key]
+            self._model.engine.close(grace_s)
+            self._model.weights.close()
+            self._model = None
 
     def prompt_tokens(self, request: ChatRequest, plan: ToolPlan | None = None) -> list[int]:
         """The request rendered with the GGUF chat template and tokenised."""
