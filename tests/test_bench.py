@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import socket
 import subprocess
 from collections.abc import AsyncIterator
@@ -32,6 +31,8 @@ from llmduet.models.llamacpp import LlamaCppBackend
 from llmduet.models.registry import ModelRegistry
 from llmduet.models.types import ChatEvent, ChatRequest
 from llmduet.testing import Reply, ScriptedBackend, ScriptedOpenAIServer
+from test_cli import assert_clean_error
+from test_cli import duet as run_duet
 
 
 class CountingBackend(ScriptedBackend):
@@ -310,21 +311,7 @@ async def test_the_in_process_engine_is_benchmarked_the_same_way(llama: LlamaCpp
 
 
 def duet(exe: str, *args: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY" and not k.startswith("DUET_")
-    }
-    environment["COLUMNS"] = "200"
-    return subprocess.run(
-        [exe, *args], capture_output=True, text=True, timeout=240, env=environment
-    )
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in proc.stderr, proc.stderr
+    return run_duet(exe, *args, env={"COLUMNS": "200"})  # wide: the tables have many columns
 
 
 @pytest.fixture
