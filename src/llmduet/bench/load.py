@@ -249,6 +249,10 @@ def _positive(**values: float) -> None:
             raise ValueError(f"{name} must be a positive finite number, got {value}")
 
 
+def _timed_out(samples: list[Sample]) -> int:
+    return sum(1 for s in samples if s.error and s.error.startswith("timed out"))
+
+
 async def closed_loop(
     backend: ChatBackend,
     concurrency: int,
@@ -290,7 +294,7 @@ async def closed_loop(
         samples,
         wall,
         concurrency=concurrency,
-        timed_out=sum(1 for s in samples if s.error and s.error.startswith("timed out")),
+        timed_out=_timed_out(samples),
         stopped_early=len(samples) < requests,
         limits={"requests": requests, "max_duration_s": max_duration_s},
     )
@@ -387,7 +391,7 @@ async def open_loop(
         duration_s=duration_s,
         seed=seed,
         dropped=dropped,
-        timed_out=sum(1 for s in samples if s.error and s.error.startswith("timed out")),
+        timed_out=_timed_out(samples),
         stopped_early=capped,
         limits={
             "max_requests": max_requests,
