@@ -23,6 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from llmduet.config.gateway import GatewaySpec
 from llmduet.errors import ConfigError
 
 Provider = Literal["llamacpp", "openai"]
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
     hardware_usd_per_hour: float = Field(
         0.10, ge=0, description="price of the machine that runs local models"
     )
+    gateway: GatewaySpec = Field(default_factory=lambda: GatewaySpec.model_validate({}))
     config: str | None = Field(None, description="path of the settings file (DUET_CONFIG)")
 
     @model_validator(mode="before")

@@ -11,13 +11,61 @@ or clearly is not one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from llmduet.gateway.pii import TYPES, Finding, detect
 
 PLACEHOLDER = re.compile(r"<(" + "|".join(TYPES) + r")_(\d+)>")
 _LONGEST = max(len(t) for t in TYPES) + 8  # "<" TYPE "_" digits ">"
+
+
+def message_texts(messages: Iterable[Any]) -> Iterator[str]:
+    """Every text of chat messages that a model reads and private data can hide in."""
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            yield content
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    yield part["text"]
+        for call in message.get("tool_calls") or ():
+            arguments = (
+                (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+            )
+            if isinstance(arguments, str):
+                yield arguments
+
+
+def map_message_texts(message: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of ``message`` with ``change`` applied to each text :func:`message_texts` finds."""
+    copy = dict(message)
+    content = message.get("content")
+    if isinstance(content, str):
+        copy["content"] = change(content)
+    elif isinstance(content, list):
+        copy["content"] = [
+            {**part, "text": change(part["text"])}
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            else part
+            for part in content
+        ]
+    if isinstance(message.get("tool_calls"), list):
+        calls = []
+        for call in message["tool_calls"]:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                call = {
+                    **call,
+                    "function": {**function, "arguments": change(function["arguments"])},
+                }
+            calls.append(call)
+        copy["tool_calls"] = calls
+    return copy
 
 
 @dataclass(slots=True)
@@ -48,16 +96,10 @@ class Pseudonymiser:
         parts.append(text[last:])
         return "".join(parts)
 
-    def mask_messages(self, messages: Iterable[dict[str, object]]) -> list[dict[str, object]]:
-        masked = []
-        for message in messages:
-            content = message.get("content")
-            masked.append(
-                {**message, "content": self.mask(content)}
-                if isinstance(content, str)
-                else dict(message)
-            )
-        return masked
+    def mask_messages(self, messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of chat messages with every text masked: string content, text parts
+        and the arguments of earlier tool calls."""
+        return [map_message_texts(message, self.mask) for message in messages]
 
     def restore(self, text: str) -> str:
         """Placeholders back to their values; unknown ones are left as they are."""

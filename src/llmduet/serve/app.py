@@ -147,6 +147,34 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{where}{first.get('msg')}", param
 
 
+def add_openai_error_handlers(app: FastAPI, logger: logging.Logger) -> None:
+    """Render every error as OpenAI-shaped JSON: ours with their status, validation
+    errors as 400, the framework's own (404, 405) as they are, anything else as a 500
+    that names only the exception type (the traceback goes to the log)."""
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
+        return JSONResponse(exc.body().model_dump(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return await serving_error(request, ServingError(400, message, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = ServingError(
+            exc.status_code, str(exc.detail), code=None, headers=dict(exc.headers or {})
+        )
+        return await serving_error(request, error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s", request.url.path)
+        error = ServingError(500, f"internal error: {type(exc).__name__}", type="server_error")
+        return await serving_error(request, error)
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     metrics = ServerMetrics()
     models = [
@@ -191,27 +219,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.state.close_engines = lambda: chat.close(config.shutdown_grace_s)
     app.state.api_keys = list(config.api_keys)
 
-    @app.exception_handler(ServingError)
-    async def serving_error(request: Request, exc: ServingError) -> JSONResponse:
-        return JSONResponse(exc.body().model_dump(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return await serving_error(request, ServingError(400, message, param=param))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = ServingError(
-            exc.status_code, str(exc.detail), code=None, headers=dict(exc.headers or {})
-        )
-        return await serving_error(request, error)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s", request.url.path)
-        error = ServingError(500, f"internal error: {type(exc).__name__}", type="server_error")
-        return await serving_error(request, error)
+    add_openai_error_handlers(app, log)
 
     app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)

@@ -1,0 +1,798 @@
+"""The gateway as a library: authenticate, decide, guard, budget, forward, audit.
+
+:class:`Gateway` never imports the web framework: the HTTP app is a thin layer over
+:meth:`Gateway.chat`, :meth:`Gateway.embeddings` and friends, and a program can route
+requests through it in process the same way. Client errors are raised as
+:class:`~llmduet.serve.errors.ServingError`, which carries the OpenAI error fields.
+
+Forwarding: the targets of the decision are tried in order. On each, a replica is picked
+by least outstanding requests; connect errors, timeouts, 429 and 5xx (for a stream: any
+failure before its first token) are retried with exponential backoff, honouring
+``Retry-After``, then the next target is tried. 401/403/404 from an upstream mean it is
+misconfigured: no retry, next target. Other 4xx are the client's and are returned as they
+are. Once a stream has sent its first token it is never restarted: a later failure ends
+it with an error event and ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from llmduet.config import Settings
+from llmduet.errors import ConfigError
+from llmduet.gateway.audit import AuditLog, AuditRecord, open_audit
+from llmduet.gateway.limits import Admission, Budget, BudgetLedger
+from llmduet.gateway.metrics import GatewayMetrics
+from llmduet.gateway.pii import TYPES, detect
+from llmduet.gateway.policy import Decision, Features, RoutePolicy, estimate_tokens
+from llmduet.gateway.pseudonymise import Pseudonymiser, message_texts
+from llmduet.gateway.relay import (
+    DONE,
+    ReplyTally,
+    StreamTransformer,
+    error_frame,
+    has_output,
+    restore_completion,
+    sse_events,
+)
+from llmduet.gateway.upstreams import Replica, Upstream, build_upstream
+from llmduet.serve.errors import ServingError
+
+log = logging.getLogger("llmduet.gateway")
+
+TAGS_HEADER = "x-duet-tags"
+TIME_BUDGET_HEADER = "x-duet-time-budget-ms"
+MAX_RETRY_AFTER_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the name of the API key (never the key) and its team."""
+
+    key: str
+    team: str | None = None
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return (f"key:{self.key}",) + ((f"team:{self.team}",) if self.team else ())
+
+
+@dataclass(frozen=True, slots=True)
+class JSONReply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReply:
+    frames: AsyncIterator[bytes]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Trace:
+    """The audit fields of one request, filled in as it goes."""
+
+    route: str
+    caller: Caller
+    stream: bool
+    ts: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    rule: str = "default"
+    target: str | None = None
+    location: str | None = None
+    pii_types: tuple[str, ...] = ()
+    privacy_action: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    ttft_ms: float | None = None
+    status: int = 200
+    error: str | None = None
+    attempts: int = 0
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+    def record(self) -> AuditRecord:
+        return AuditRecord(
+            ts=self.ts,
+            request_id=self.request_id,
+            key=self.caller.key,
+            team=self.caller.team,
+            route=self.route,
+            rule=self.rule,
+            target=self.target,
+            location=self.location,
+            pii_types=self.pii_types,
+            privacy_action=self.privacy_action,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost_usd=self.cost_usd,
+            latency_ms=self.elapsed_ms(),
+            ttft_ms=self.ttft_ms,
+            status=self.status,
+            error=self.error,
+            stream=self.stream,
+            attempts=self.attempts,
+        )
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class _NextTarget(Exception):
+    """The upstream refused the gateway itself (401/403/404): try the next target."""
+
+
+@dataclass(slots=True)
+class _Opened:
+    upstream: Upstream
+    replica: Replica
+    response: aiohttp.ClientResponse
+    pseudonymiser: Pseudonymiser | None
+    events: AsyncIterator[bytes] | None = None
+    first: list[bytes] = field(default_factory=list)  # stream frames read before committing
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = response.headers.get(header)
+        if value:
+            with contextlib.suppress(ValueError):
+                return min(float(value) / scale, MAX_RETRY_AFTER_S)
+    return None
+
+
+def _error_fields(body: bytes, status: int) -> tuple[str, str, str | None, str | None]:
+    """message, type, param, code of an upstream's error body (OpenAI-shaped or not)."""
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        error = json.loads(body)["error"]
+        return (
+            str(error.get("message") or f"upstream answered {status}"),
+            str(error.get("type") or "invalid_request_error"),
+            error.get("param"),
+            error.get("code"),
+        )
+    text = body[:200].decode(errors="replace").strip()
+    return (text or f"upstream answered {status}", "invalid_request_error", None, None)
+
+
+class Gateway:
+    """Routes OpenAI-shaped requests by policy; one per process, shared by all requests."""
+
+    def __init__(self, settings: Settings, *, audit: AuditLog | None = None) -> None:
+        self.settings = settings
+        self.spec = settings.gateway
+        if not self.spec.routes:
+            raise ConfigError(
+                "no gateway routes: add [gateway.routes.NAME] with `targets` to duet.toml "
+                "(see the README's gateway section)"
+            )
+        names = {t for route in self.spec.routes.values() for t in _targets_of(route)}
+        self.upstreams = {name: build_upstream(name, settings) for name in sorted(names)}
+        locations = {name: upstream.location for name, upstream in self.upstreams.items()}
+        self.routes = {
+            name: RoutePolicy(name, route, locations) for name, route in self.spec.routes.items()
+        }
+        self.pii_types = tuple(self.spec.pii_types or TYPES)
+        unknown = set(self.pii_types) - set(TYPES)
+        if unknown:
+            raise ConfigError(
+                f"gateway.pii_types: unknown type {sorted(unknown)[0]} (known: {', '.join(TYPES)})"
+            )
+        self._keys = self._load_keys()
+        self.ledger = BudgetLedger(self._budgets())
+        self.metrics = GatewayMetrics()
+        for name, upstream in self.upstreams.items():
+            self.metrics.track_replicas(name, upstream.usable_count)
+        self._audit = audit
+        self._session: aiohttp.ClientSession | None = None
+        self._health: asyncio.Task[None] | None = None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.spec.connect_timeout_s, sock_read=self.spec.idle_timeout_s
+        )
+
+    # ---- set-up ----------------------------------------------------------------------
+
+    def _load_keys(self) -> dict[str, Caller]:
+        if not self.spec.keys:
+            raise ConfigError(
+                "the gateway requires API keys: add [gateway.keys.NAME] with key_env or "
+                "key_sha256 (and a team) to duet.toml"
+            )
+        keys: dict[str, Caller] = {}
+        for name, key in self.spec.keys.items():
+            if key.team is not None and key.team not in self.spec.teams:
+                raise ConfigError(
+                    f"gateway.keys.{name}: unknown team '{key.team}'; "
+                    f"add [gateway.teams.{key.team}]"
+                )
+            digest = key.key_sha256.lower() if key.key_sha256 else None
+            if key.key_env is not None:
+                secret = os.environ.get(key.key_env)
+                if not secret:
+                    raise ConfigError(
+                        f"gateway.keys.{name}: environment variable {key.key_env} is not set"
+                    )
+                digest = _sha256(secret)
+            assert digest is not None
+            keys[digest] = Caller(name, key.team)
+        return keys
+
+    def _budgets(self) -> dict[str, Budget]:
+        budgets: dict[str, Budget] = {}
+        for kind, specs in (("key", self.spec.keys), ("team", self.spec.teams)):
+            for name, spec in specs.items():
+                budget = Budget(
+                    spec.requests_per_minute,
+                    spec.tokens_per_minute,
+                    spec.usd_per_day,
+                    spec.usd_per_month,
+                )
+                if budget != Budget():
+                    budgets[f"{kind}:{name}"] = budget
+        return budgets
+
+    async def start(self) -> None:
+        """Open the audit log and the upstream connection pool; seed USD budgets from the
+        audit log (so a restart, or another instance, does not reset spend); start health
+        checks."""
+        if self._audit is None:
+            self._audit = await asyncio.to_thread(open_audit, self.spec.audit_url)
+        await asyncio.to_thread(self._seed_spend)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        if self.spec.health_interval_s > 0:
+            self._health = asyncio.create_task(self._health_loop())
+
+    def _seed_spend(self) -> None:
+        assert self._audit is not None
+        now = time.gmtime()
+        day = float(calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, 0, 0, 0)))
+        month = float(calendar.timegm((now.tm_year, now.tm_mon, 1, 0, 0, 0)))
+        for by in ("team", "key"):
+            today = self._audit.spend(day, by=by)
+            this_month = self._audit.spend(month, by=by)
+            for name, usd in this_month.items():
+                self.ledger.seed_spend(f"{by}:{name}", today.get(name, 0.0), usd)
+
+    async def aclose(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health
+        if self._session is not None:
+            await self._session.close()
+        if self._audit is not None:
+            await asyncio.to_thread(self._audit.close)
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def audit(self) -> AuditLog:
+        assert self._audit is not None, "call start() first"
+        return self._audit
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "call start() first"
+        return self._session
+
+    # ---- per request -----------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        header = authorization or ""
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        caller = self._keys.get(_sha256(token)) if token else None
+        if caller is None:
+            raise ServingError(
+                401,
+                "invalid or missing API key: send 'Authorization: Bearer KEY' with a key "
+                "listed under [gateway.keys]",
+                code="invalid_api_key",
+            )
+        return caller
+
+    def _policy(self, body: Mapping[str, Any]) -> RoutePolicy:
+        name = body.get("model")
+        policy = self.routes.get(name) if isinstance(name, str) else None
+        if policy is None:
+            raise ServingError(
+                404,
+                f"unknown route '{name}': this gateway serves {', '.join(sorted(self.routes))}",
+                param="model",
+                code="model_not_found",
+            )
+        return policy
+
+    def features(
+        self, texts: list[str], messages: int, caller: Caller | None, headers: Mapping[str, str]
+    ) -> Features:
+        found = {f.type for text in texts for f in detect(text, self.pii_types)}
+        tags = frozenset(
+            t.strip().lower() for t in headers.get(TAGS_HEADER, "").split(",") if t.strip()
+        )
+        budget_text = headers.get(TIME_BUDGET_HEADER)
+        budget: int | None = None
+        if budget_text is not None:
+            if not budget_text.strip().isdigit() or int(budget_text) <= 0:
+                raise ServingError(
+                    400,
+                    f"{TIME_BUDGET_HEADER} must be a positive number of milliseconds "
+                    f"(got {budget_text!r})",
+                    param=TIME_BUDGET_HEADER,
+                )
+            budget = int(budget_text)
+        return Features(
+            prompt_tokens=estimate_tokens(texts, messages),
+            pii_types=frozenset(found),
+            tags=tags,
+            team=caller.team if caller else None,
+            key=caller.key if caller else None,
+            time_budget_ms=budget,
+        )
+
+    def decide(
+        self, body: Mapping[str, Any], caller: Caller | None, headers: Mapping[str, str]
+    ) -> tuple[Decision, Features]:
+        """Which rule fires for this chat request and why (``duet gateway --explain``)."""
+        policy = self._policy(body)
+        messages = body.get("messages") or []
+        features = self.features(list(message_texts(messages)), len(messages), caller, headers)
+        return policy.decide(features), features
+
+    async def chat(
+        self, body: dict[str, Any], caller: Caller, headers: Mapping[str, str]
+    ) -> JSONReply | StreamReply:
+        """Route one ``/v1/chat/completions`` request (already validated)."""
+        stream = bool(body.get("stream"))
+        trace = _Trace(route=str(body.get("model")), caller=caller, stream=stream)
+        try:
+            policy = self._policy(body)
+            decision, features = self.decide(body, caller, headers)
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            max_output = limit if isinstance(limit, int) and limit > 0 else 0
+            admission, decision = self._admit(policy, decision, features, trace, max_output)
+            opened = await self._open(trace, decision, body, "/chat/completions", stream)
+        except ServingError as exc:
+            self._finish(trace, status=exc.status, error=exc.code or exc.type)
+            raise
+        except BaseException:
+            self._finish(trace, status=499, error="client_disconnected")
+            raise
+        if stream:
+            want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            transformer = StreamTransformer(want_usage, opened.pseudonymiser)
+            frames = self._relay(opened, transformer, trace, admission)
+            return StreamReply(frames, {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return await self._complete(opened, trace, admission)
+
+    async def embeddings(
+        self, body: dict[str, Any], caller: Caller, headers: Mapping[str, str]
+    ) -> JSONReply:
+        """Route one ``/v1/embeddings`` request. Pseudonymising makes no sense for a vector
+        (it would embed the placeholders), so there it keeps the request local instead."""
+        trace = _Trace(route=str(body.get("model")), caller=caller, stream=False)
+        try:
+            policy = self._policy(body)
+            raw = body.get("input")
+            texts = [raw] if isinstance(raw, str) else [t for t in raw or [] if isinstance(t, str)]
+            features = self.features(texts, 0, caller, headers)
+            decision = policy.decide(features)
+            if decision.privacy_action == "pseudonymise":
+                decision = policy.downgraded(decision)
+                decision = Decision(
+                    decision.route,
+                    decision.rule,
+                    f"{decision.reason}; embeddings with private data stay local",
+                    decision.targets,
+                    "route_local",
+                    decision.not_fired,
+                )
+            admission, decision = self._admit(policy, decision, features, trace)
+            opened = await self._open(trace, decision, body, "/embeddings", False)
+        except ServingError as exc:
+            self._finish(trace, status=exc.status, error=exc.code or exc.type)
+            raise
+        except BaseException:
+            self._finish(trace, status=499, error="client_disconnected")
+            raise
+        return await self._complete(opened, trace, admission)
+
+    def model_list(self) -> dict[str, Any]:
+        created = int(time.time())
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "llmduet-gateway"}
+                for name in self.routes
+            ],
+        }
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        upstreams = {
+            name: {
+                "location": upstream.location,
+                "replicas": len(upstream.replicas),
+                "usable": sum(r.usable for r in upstream.replicas),
+                "problems": sorted({r.last_error for r in upstream.replicas if r.last_error}),
+            }
+            for name, upstream in self.upstreams.items()
+        }
+        dead = [
+            route
+            for route, policy in self.routes.items()
+            if not any(self.upstreams[t].available for t in _targets_of(policy.spec))
+        ]
+        status = "down" if len(dead) == len(self.routes) else "degraded" if dead else "ok"
+        body = {"status": status, "routes_without_upstream": dead, "upstreams": upstreams}
+        return (503 if status == "down" else 200), body
+
+    # ---- steps -----------------------------------------------------------------------
+
+    def _admit(
+        self,
+        policy: RoutePolicy,
+        decision: Decision,
+        features: Features,
+        trace: _Trace,
+        max_output: int = 0,
+    ) -> tuple[Admission | None, Decision]:
+        """Apply the privacy decision and the budgets; raise for block and over budget."""
+        trace.rule = decision.rule
+        trace.pii_types = tuple(sorted(features.pii_types))
+        trace.privacy_action = decision.privacy_action
+        trace.prompt_tokens = features.prompt_tokens
+        for pii_type in trace.pii_types:
+            self.metrics.pii.labels(pii_type, decision.privacy_action or "none").inc()
+        if decision.blocked:
+            raise ServingError(
+                400,
+                f"the prompt contains private data ({', '.join(trace.pii_types)}) and route "
+                f"'{decision.route}' blocks it: remove it or use a route that keeps it local",
+                param="messages",
+                code="private_data_blocked",
+            )
+        verdict = self.ledger.admit(trace.caller.subjects, features.prompt_tokens + max_output)
+        if isinstance(verdict, Admission):
+            return verdict, decision
+        limit = verdict.limit or "budget"
+        if policy.spec.over_budget == "downgrade":
+            self.metrics.budget_refusals.labels(limit, "downgraded").inc()
+            decision = policy.downgraded(decision)
+            trace.rule = f"{decision.rule} (over {limit}: downgraded)"
+            return None, decision
+        self.metrics.budget_refusals.labels(limit, "rejected").inc()
+        retry = verdict.retry_after_s
+        raise ServingError(
+            429,
+            verdict.message,
+            type="rate_limit_exceeded",
+            code="budget_exceeded",
+            headers={"Retry-After": str(max(1, round(retry)))} if retry else {},
+        )
+
+    def _payload(
+        self, body: Mapping[str, Any], upstream: Upstream, masker: Pseudonymiser | None
+    ) -> bytes:
+        out = {**body, "model": upstream.model}
+        if masker is not None and isinstance(out.get("messages"), list):
+            out["messages"] = masker.mask_messages(out["messages"])
+        if out.get("stream"):
+            out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
+        return json.dumps(out).encode()
+
+    async def _open(
+        self, trace: _Trace, decision: Decision, body: Mapping[str, Any], path: str, stream: bool
+    ) -> _Opened:
+        """Try the decision's targets in order, with retries, until one answers."""
+        self.metrics.overhead.observe(time.perf_counter() - trace.started)
+        failures: list[str] = []
+        masker: Pseudonymiser | None = None
+        for target in decision.targets:
+            upstream = self.upstreams[target]
+            if not upstream.available:
+                reason = upstream.missing_key or "no healthy replica with a closed circuit"
+                failures.append(f"{target}: {reason}")
+                continue
+            pseudonymise = decision.privacy_action == "pseudonymise"
+            if pseudonymise and upstream.location == "external" and masker is None:
+                masker = Pseudonymiser(self.pii_types)
+            use = masker if pseudonymise and upstream.location == "external" else None
+            payload = self._payload(body, upstream, use)
+            last: Replica | None = None
+            for attempt in range(self.spec.retries + 1):
+                replica = upstream.pick(exclude=last)
+                if replica is None:
+                    failures.append(f"{target}: no usable replica left")
+                    break
+                trace.attempts += 1
+                try:
+                    opened = await self._attempt(upstream, replica, path, payload, stream)
+                except _Retryable as exc:
+                    self.metrics.attempts.labels(target, "retryable").inc()
+                    failures.append(f"{target}: {exc}")
+                    last = replica
+                    if attempt < self.spec.retries:
+                        await asyncio.sleep(self._backoff(attempt, exc.retry_after_s))
+                    continue
+                except _NextTarget as exc:
+                    self.metrics.attempts.labels(target, "refused").inc()
+                    failures.append(f"{target}: {exc}")
+                    break
+                self.metrics.attempts.labels(target, "ok").inc()
+                opened.pseudonymiser = use
+                trace.target, trace.location = target, upstream.location
+                return opened
+        if not decision.targets:
+            raise ServingError(503, f"route '{decision.route}' has no target for this request")
+        available = any(self.upstreams[t].available for t in decision.targets)
+        raise ServingError(
+            502 if available or trace.attempts else 503,
+            f"no upstream of route '{decision.route}' could answer: {'; '.join(failures)}",
+            type="server_error",
+            code="upstream_unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
+        delay = self.spec.backoff_s * (2**attempt) * (0.5 + random.random())  # full jitter
+        return max(delay, retry_after_s or 0.0)
+
+    async def _attempt(
+        self, upstream: Upstream, replica: Replica, path: str, payload: bytes, stream: bool
+    ) -> _Opened:
+        replica.outstanding += 1
+        replica.breaker.start()
+        headers = {"Content-Type": "application/json", **upstream.headers()}
+        response: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(self.spec.first_byte_timeout_s):
+                response = await self.session.post(
+                    replica.base_url + path, data=payload, headers=headers
+                )
+                if response.status == 200:
+                    opened = _Opened(upstream, replica, response, None)
+                    if stream:
+                        await self._first_token(opened)
+                    replica.breaker.succeeded()
+                    return opened
+                error_body = await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError, _Retryable) as exc:
+            self._release(replica, response, failed=True)
+            if isinstance(exc, _Retryable):
+                raise
+            what = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
+            raise _Retryable(f"{what} {str(exc)[:120]}".strip()) from None
+        except BaseException:
+            self._release(replica, response, failed=False)
+            raise
+        status = response.status
+        message, kind, param, code = _error_fields(error_body, status)
+        retryable = status == 429 or status >= 500
+        self._release(replica, response, failed=retryable)
+        if retryable:
+            raise _Retryable(f"{status} {message[:120]}", _retry_after(response))
+        if status in (401, 403, 404):
+            raise _NextTarget(f"{status} {message[:120]}")
+        raise ServingError(status, message, type=kind, param=param, code=code)
+
+    async def _first_token(self, opened: _Opened) -> None:
+        """Read a stream up to its first output (or its end) before the client sees it,
+        so a failure before the first token can still be retried elsewhere."""
+        events = sse_events(opened.response.content.__aiter__())
+        opened.events = events
+        async for payload in events:
+            opened.first.append(payload)
+            if payload == b"[DONE]":
+                return
+            try:
+                chunk = json.loads(payload)
+            except ValueError:
+                raise _Retryable(f"a stream event that is not JSON: {payload[:80]!r}") from None
+            if not isinstance(chunk, dict) or "error" in chunk:
+                raise _Retryable(f"an error event before the first token: {payload[:160]!r}")
+            if any(has_output(c.get("delta") or {}) for c in chunk.get("choices") or ()):
+                return
+        raise _Retryable("the stream ended before its first token")
+
+    def _release(
+        self, replica: Replica, response: aiohttp.ClientResponse | None, *, failed: bool
+    ) -> None:
+        replica.outstanding -= 1
+        if failed:
+            replica.breaker.failed()
+        else:
+            replica.breaker.trial_running = False
+        if response is not None:
+            response.release()
+
+    async def _complete(
+        self, opened: _Opened, trace: _Trace, admission: Admission | None
+    ) -> JSONReply:
+        try:
+            data = await opened.response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._release(opened.replica, opened.response, failed=True)
+            self._finish(trace, status=502, error="upstream_unavailable", admission=admission)
+            raise ServingError(
+                502,
+                f"upstream '{opened.upstream.name}' broke off its reply: {exc}",
+                type="server_error",
+                code="upstream_unavailable",
+            ) from None
+        self._release(opened.replica, opened.response, failed=False)
+        tally = ReplyTally()
+        with contextlib.suppress(ValueError):
+            body = json.loads(data)
+            if isinstance(body, dict):
+                tally.take_usage(body.get("usage"))
+                if opened.pseudonymiser is not None:
+                    restore_completion(body, opened.pseudonymiser)
+                    data = json.dumps(body).encode()
+        self._settle(trace, opened.upstream, tally, admission)
+        self._finish(trace, status=200)
+        return JSONReply(200, data, {"Content-Type": "application/json"})
+
+    async def _relay(
+        self,
+        opened: _Opened,
+        transformer: StreamTransformer,
+        trace: _Trace,
+        admission: Admission | None,
+    ) -> AsyncIterator[bytes]:
+        failed = False
+        status, error = 200, None
+        try:
+            for payload in opened.first:
+                out = self._forward_event(payload, transformer, trace)
+                if out:
+                    yield out
+            if opened.first and opened.first[-1] == b"[DONE]":
+                return
+            assert opened.events is not None
+            async for payload in opened.events:
+                out = self._forward_event(payload, transformer, trace)
+                if out:
+                    yield out
+                if payload == b"[DONE]":
+                    return
+            raise _Retryable("the upstream closed the stream before [DONE]")
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, _Retryable) as exc:
+            failed = True
+            status, error = 502, "upstream_stream_interrupted"
+            log.warning("stream from %s broke after its first token: %s", opened.upstream.name, exc)
+            yield error_frame(
+                f"upstream '{opened.upstream.name}' failed mid-stream ({type(exc).__name__}); "
+                "the reply above is incomplete",
+                "upstream_stream_interrupted",
+            )
+            yield DONE
+        except BaseException:
+            status, error = 499, "client_disconnected"
+            raise
+        finally:
+            self._release(opened.replica, opened.response, failed=failed)
+            self._settle(trace, opened.upstream, transformer.tally, admission)
+            self._finish(trace, status=status, error=error)
+
+    def _forward_event(
+        self, payload: bytes, transformer: StreamTransformer, trace: _Trace
+    ) -> bytes:
+        if payload == b"[DONE]":
+            return transformer.finish() + DONE
+        out, carried = transformer.event(payload)
+        if carried and trace.ttft_ms is None:
+            trace.ttft_ms = trace.elapsed_ms()
+        return out
+
+    def _settle(
+        self, trace: _Trace, upstream: Upstream, tally: ReplyTally, admission: Admission | None
+    ) -> None:
+        if tally.prompt_tokens is not None:
+            trace.prompt_tokens = tally.prompt_tokens
+        trace.completion_tokens = (
+            tally.completion_tokens if tally.completion_tokens is not None else tally.content_chunks
+        )
+        seconds = trace.elapsed_ms() / 1000.0
+        trace.cost_usd = upstream.cost_model.cost(
+            trace.prompt_tokens, trace.completion_tokens, seconds
+        )
+        if admission is not None:
+            tokens = trace.prompt_tokens + trace.completion_tokens
+            self.ledger.settle(admission, tokens, trace.cost_usd)
+        self.metrics.tokens.labels(upstream.name, "prompt").inc(trace.prompt_tokens)
+        self.metrics.tokens.labels(upstream.name, "completion").inc(trace.completion_tokens)
+        if trace.cost_usd:
+            self.metrics.cost.labels(upstream.name).inc(trace.cost_usd)
+
+    def _finish(
+        self,
+        trace: _Trace,
+        *,
+        status: int,
+        error: str | None = None,
+        admission: Admission | None = None,
+    ) -> None:
+        if admission is not None:
+            self.ledger.settle(admission, trace.prompt_tokens, None)
+        trace.status, trace.error = status, error
+        self.metrics.requests.labels(
+            trace.route if trace.route in self.routes else "other",
+            trace.target or "none",
+            trace.location or "none",
+            str(status),
+        ).inc()
+        self.metrics.duration.labels(
+            trace.route if trace.route in self.routes else "other"
+        ).observe(trace.elapsed_ms() / 1000.0)
+        if self._audit is not None:
+            self._audit.write(trace.record())
+
+    # ---- health ----------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.gather(
+                *(
+                    self._check(upstream, replica)
+                    for upstream in self.upstreams.values()
+                    if upstream.missing_key is None
+                    for replica in upstream.replicas
+                )
+            )
+            await asyncio.sleep(self.spec.health_interval_s)
+
+    async def _check(self, upstream: Upstream, replica: Replica) -> None:
+        """GET /models: cheap on every OpenAI-compatible server, and it checks the key."""
+        try:
+            async with asyncio.timeout(self.spec.connect_timeout_s):
+                async with self.session.get(
+                    replica.base_url + "/models", headers=upstream.headers()
+                ) as response:
+                    ok = response.status == 200
+                    problem = None if ok else f"health check answered {response.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ok, problem = False, f"health check failed: {type(exc).__name__}"
+        if ok != replica.healthy:
+            log.warning(
+                "upstream %s replica %s is %s",
+                upstream.name,
+                replica.base_url,
+                "up" if ok else "down",
+            )
+        replica.healthy, replica.last_error = ok, problem
+
+
+def _targets_of(route: Any) -> list[str]:
+    named = [*route.targets, *(t for rule in route.rules for t in rule.targets or ())]
+    return list(dict.fromkeys([*named, *(route.local or ())]))
