@@ -4,7 +4,7 @@ import sys
 
 import typer
 
-from llmduet.cli import agents, ask, bench, chat, eval, models, rag, serve  # noqa: F401
+from llmduet.cli import agents, ask, audit, bench, chat, eval, gateway, models, rag, serve  # noqa: F401
 from llmduet.cli.app import app, err_console, fail
 
 try:  # typer >= 0.25 vendors click

@@ -55,7 +55,7 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:
     return _gateway(request).authenticate(request.headers.get("authorization"))
 
 

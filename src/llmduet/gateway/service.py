@@ -204,7 +204,8 @@ class Gateway:
             raise ConfigError(
                 f"gateway.pii_types: unknown type {sorted(unknown)[0]} (known: {', '.join(TYPES)})"
             )
-        self._keys = self._load_keys()
+        self._check_keys()
+        self._keys: dict[str, Caller] | None = None
         self.ledger = BudgetLedger(self._budgets())
         self.metrics = GatewayMetrics()
         for name, upstream in self.upstreams.items():
@@ -218,19 +219,24 @@ class Gateway:
 
     # ---- set-up ----------------------------------------------------------------------
 
-    def _load_keys(self) -> dict[str, Caller]:
+    def _check_keys(self) -> None:
         if not self.spec.keys:
             raise ConfigError(
                 "the gateway requires API keys: add [gateway.keys.NAME] with key_env or "
                 "key_sha256 (and a team) to duet.toml"
             )
-        keys: dict[str, Caller] = {}
         for name, key in self.spec.keys.items():
             if key.team is not None and key.team not in self.spec.teams:
                 raise ConfigError(
                     f"gateway.keys.{name}: unknown team '{key.team}'; "
                     f"add [gateway.teams.{key.team}]"
                 )
+
+    def load_keys(self) -> None:
+        """Read the client keys' secrets (from the environment or their hashes); done by
+        :meth:`start`, or earlier to fail before the server binds its port."""
+        keys: dict[str, Caller] = {}
+        for name, key in self.spec.keys.items():
             digest = key.key_sha256.lower() if key.key_sha256 else None
             if key.key_env is not None:
                 secret = os.environ.get(key.key_env)
@@ -241,7 +247,16 @@ class Gateway:
                 digest = _sha256(secret)
             assert digest is not None
             keys[digest] = Caller(name, key.team)
-        return keys
+        self._keys = keys
+
+    def caller_named(self, key: str) -> Caller:
+        """The caller of a key by its name (for ``--explain``; needs no secret)."""
+        spec = self.spec.keys.get(key)
+        if spec is None:
+            raise ConfigError(
+                f"no key '{key}' under [gateway.keys] (have: {', '.join(self.spec.keys)})"
+            )
+        return Caller(key, spec.team)
 
     def _budgets(self) -> dict[str, Budget]:
         budgets: dict[str, Budget] = {}
@@ -261,13 +276,21 @@ class Gateway:
         """Open the audit log and the upstream connection pool; seed USD budgets from the
         audit log (so a restart, or another instance, does not reset spend); start health
         checks."""
+        if self._keys is None:
+            self.load_keys()
         if self._audit is None:
-            self._audit = await asyncio.to_thread(open_audit, self.spec.audit_url)
+            await asyncio.to_thread(self.open_audit)
         await asyncio.to_thread(self._seed_spend)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         if self.spec.health_interval_s > 0:
             self._health = asyncio.create_task(self._health_loop())
+
+    def open_audit(self) -> AuditLog:
+        """The audit log of ``audit_url`` (SQLite by default), opened once."""
+        if self._audit is None:
+            self._audit = open_audit(self.spec.audit_url)
+        return self._audit
 
     def _seed_spend(self) -> None:
         assert self._audit is not None
@@ -312,6 +335,7 @@ class Gateway:
     def authenticate(self, authorization: str | None) -> Caller:
         header = authorization or ""
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        assert self._keys is not None, "call start() first"
         caller = self._keys.get(_sha256(token)) if token else None
         if caller is None:
             raise ServingError(
