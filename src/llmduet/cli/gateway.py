@@ -81,7 +81,9 @@ def gateway_command(
     routes = ", ".join(gateway.routes)
     places = ", ".join(f"{n} ({u.location})" for n, u in gateway.upstreams.items())
     err_console.print(f"gateway on http://{host}:{port}/v1 — routes: {routes}; upstreams: {places}")
-    server = GracefulServer(create_gateway_app(gateway), host=host, port=port, log_level="warning")
+    server = GracefulServer(
+        create_gateway_app(gateway), host=host, port=port, log_level="warning", access_log=False
+    )
     server.run()
 
 

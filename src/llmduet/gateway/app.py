@@ -1,32 +1,35 @@
-"""The ASGI application of ``duet gateway``: thin routes over :class:`Gateway`.
+"""The ASGI application of ``duet gateway``: plain ASGI endpoints over :class:`Gateway`.
 
-Request bodies are validated only as far as the gateway depends on them (a route name,
-well-formed messages); everything else is forwarded as the client sent it, so parameters
-this gateway has never heard of still reach the upstream.
+The gateway's budget is a millisecond or two per request, and a web framework's
+middleware stack, dependency solver and response classes cost a good part of that (see
+BENCHMARKS.md). So the endpoints are plain ASGI; FastAPI only describes them, for
+``/openapi.json`` and ``/docs``, and answers every other path (404, 405). Request bodies
+are validated only as far as the gateway depends on them (a route name, well-formed
+messages); everything else is forwarded as the client sent it, so parameters this
+gateway has never heard of still reach the upstream.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.types import Receive, Scope, Send
 
-from llmduet.gateway.service import Caller, Gateway, JSONReply
-from llmduet.serve.app import BodyLimit, add_openai_error_handlers
+from llmduet.gateway.service import Caller, Gateway, JSONReply, StreamReply
+from llmduet.serve.app import add_openai_error_handlers
+from llmduet.serve.errors import ServingError
 from llmduet.serve.protocol import ErrorResponse, StreamOptions
-from llmduet.serve.routes import SSEResponse
 
 log = logging.getLogger("llmduet.gateway")
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 502, 503)
-}
 
 
 class _Open(BaseModel):
@@ -50,71 +53,241 @@ class GatewayEmbeddingRequest(_Open):
     input: str | list[str] | list[int] | list[list[int]] = Field(min_length=1)
 
 
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 
 
-async def caller(request: Request) -> Caller:
-    return _gateway(request).authenticate(request.headers.get("authorization"))
+async def _send_json(send: Send, status: int, body: bytes, headers: Any = ()) -> None:
+    extra = [(k.lower().encode(), v.encode()) for k, v in dict(headers).items()]
+    names = {name for name, _ in extra}
+    base = [h for h in JSON_HEADERS if h[0] not in names]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*base, *extra, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
-def _render(reply: JSONReply) -> Response:
-    return Response(reply.body, status_code=reply.status, headers=reply.headers)
+async def _send_error(send: Send, error: ServingError) -> None:
+    body = json.dumps(error.body().model_dump()).encode()
+    await _send_json(send, error.status, body, error.headers)
 
 
-def create_gateway_app(gateway: Gateway) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await gateway.start()
+def _invalid(exc: ValidationError) -> ServingError:
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return ServingError(400, f"the request body is not valid JSON: {first.get('msg')}")
+    param = ".".join(str(part) for part in first.get("loc", ())) or None
+    return ServingError(400, f"{param + ': ' if param else ''}{first.get('msg')}", param=param)
+
+
+class GatewayASGI:
+    """Routes the gateway's endpoints; hands every other request to ``fallback``."""
+
+    def __init__(self, gateway: Gateway, fallback: FastAPI) -> None:
+        self.gateway = gateway
+        self.fallback = fallback
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): self.chat_completions,
+            ("POST", "/v1/embeddings"): self.embeddings,
+            ("GET", "/v1/models"): self.models,
+            ("GET", "/health"): self.health,
+            ("GET", "/metrics"): self.metrics,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        handler = self.routes.get((scope.get("method", ""), scope.get("path", "")))
+        if scope["type"] != "http" or handler is None:
+            await self.fallback(scope, receive, send)
+            return
         try:
-            yield
-        finally:
-            await gateway.aclose()
+            await handler(scope, receive, send)
+        except ServingError as exc:
+            await _send_error(send, exc)
+        except Exception as exc:  # a bug: say so, OpenAI-shaped, and log the traceback
+            log.exception("unexpected error on %s", scope["path"])
+            error = ServingError(500, f"internal error: {type(exc).__name__}", type="server_error")
+            await _send_error(send, error)
 
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                gc.freeze()  # start-up objects are permanent: keep them out of collections
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    async def _body(self, receive: Receive) -> bytes:
+        limit = self.gateway.spec.max_body_bytes
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ServingError(400, "the client closed the request before sending its body")
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            if size > limit:
+                raise ServingError(
+                    413, f"the request body is larger than {limit} bytes", code="request_too_large"
+                )
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+    def _caller(self, scope: Scope) -> Caller:
+        return self.gateway.authenticate(_header(scope, b"authorization"))
+
+    async def _parsed(
+        self, scope: Scope, receive: Receive, model: type[BaseModel]
+    ) -> tuple[dict[str, Any], Caller, dict[str, str]]:
+        caller = self._caller(scope)
+        raw = await self._body(receive)
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ServingError(400, f"the request body is not valid JSON: {exc}") from None
+        try:
+            model.model_validate(body)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name.startswith(b"x-duet-")
+        }
+        return body, caller, headers
+
+    # ---- endpoints -------------------------------------------------------------------
+
+    async def chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, caller, headers = await self._parsed(scope, receive, GatewayChatRequest)
+        reply = await self.gateway.chat(body, caller, headers)
+        if isinstance(reply, JSONReply):
+            await _send_json(send, reply.status, reply.body)
+            return
+        await self._stream(reply, receive, send)
+
+    async def _stream(self, reply: StreamReply, receive: Receive, send: Send) -> None:
+        """Send frames as they come; a client that leaves cancels the relay, which closes
+        the upstream request and writes the audit row."""
+        relay = asyncio.current_task()
+        assert relay is not None
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            relay.cancel()
+
+        watcher = asyncio.create_task(watch())
+        frames: AsyncIterator[bytes] = reply.frames
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            async for frame in frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            if not watcher.done():
+                raise
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await frames.aclose()  # type: ignore[attr-defined]
+
+    async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, caller, headers = await self._parsed(scope, receive, GatewayEmbeddingRequest)
+        reply = await self.gateway.embeddings(body, caller, headers)
+        await _send_json(send, reply.status, reply.body)
+
+    async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._caller(scope)
+        await _send_json(send, 200, json.dumps(self.gateway.model_list()).encode())
+
+    async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status, body = self.gateway.health()
+        await _send_json(send, status, json.dumps(body).encode())
+
+    async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self.gateway.metrics.render()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _described_app() -> FastAPI:
+    """The endpoints' OpenAPI description; the signatures below document them, the
+    requests themselves are served by :class:`GatewayASGI`."""
     app = FastAPI(
         title="llmduet gateway",
         version="0.1.0",
-        lifespan=lifespan,
         description="OpenAI-compatible gateway: routes each request by policy, keeps "
         "private data in-house, fails over, and audits what went where.",
     )
-    app.state.gateway = gateway
     add_openai_error_handlers(app, log)
-    v1 = APIRouter(prefix="/v1", responses=ERRORS)
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 429, 502, 503)
+    }
 
-    @v1.post("/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
-    async def chat_completions(
-        body: GatewayChatRequest, request: Request, who: Caller = Depends(caller)
-    ) -> Response:
-        raw = json.loads(await request.body())
-        reply = await gateway.chat(raw, who, request.headers)
-        if isinstance(reply, JSONReply):
-            return _render(reply)
-        return SSEResponse(reply.frames, headers=reply.headers)
+    def chat_completions(body: GatewayChatRequest) -> None:
+        """Chat completion, streamed (SSE) when ``stream`` is true."""
 
-    @v1.post("/embeddings")
-    async def embeddings(
-        body: GatewayEmbeddingRequest, request: Request, who: Caller = Depends(caller)
-    ) -> Response:
-        raw = json.loads(await request.body())
-        return _render(await gateway.embeddings(raw, who, request.headers))
+    def embeddings(body: GatewayEmbeddingRequest) -> None:
+        """Embeddings from the route's upstream."""
 
-    @v1.get("/models")
-    async def models(who: Caller = Depends(caller)) -> JSONResponse:
-        return JSONResponse(gateway.model_list())
+    def models() -> None:
+        """The routes of this gateway."""
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        status, body = gateway.health()
-        return JSONResponse(body, status_code=status)
+    def health() -> None:
+        """Usable replicas per upstream; 503 when no route has one."""
 
-    @app.get("/metrics", response_class=Response)
-    async def metrics() -> Response:
-        return Response(
-            gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    def metrics() -> None:
+        """Prometheus metrics."""
+
+    routes: list[tuple[str, str, Callable[..., None], dict[int | str, dict[str, Any]]]] = [
+        ("/v1/chat/completions", "POST", chat_completions, errors),
+        ("/v1/embeddings", "POST", embeddings, errors),
+        ("/v1/models", "GET", models, {401: {"model": ErrorResponse}}),
+        ("/health", "GET", health, {503: {"description": "no upstream usable"}}),
+        ("/metrics", "GET", metrics, {}),
+    ]
+    for path, method, endpoint, responses in routes:
+        app.router.routes.append(
+            APIRoute(path, endpoint, methods=[method], responses=responses, response_model=None)
         )
-
-    app.include_router(v1)
-    app.add_middleware(BodyLimit, max_bytes=gateway.spec.max_body_bytes)
     return app
+
+
+def create_gateway_app(gateway: Gateway) -> GatewayASGI:
+    return GatewayASGI(gateway, _described_app())

@@ -72,7 +72,7 @@ def _check(rule: RuleSpec, features: Features) -> tuple[bool, str]:
             return False, f"about {tokens} prompt tokens > {rule.max_prompt_tokens}"
         reasons.append(f"about {tokens} prompt tokens <= {rule.max_prompt_tokens}")
     if rule.tags:
-        hits = sorted(features.tags & set(rule.tags))
+        hits = sorted(features.tags & {tag.lower() for tag in rule.tags})
         if not hits:
             return False, f"no tag of {', '.join(rule.tags)} in x-duet-tags"
         reasons.append(f"tag {', '.join(hits)}")

@@ -11,7 +11,7 @@ or clearly is not one.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,28 +21,10 @@ PLACEHOLDER = re.compile(r"<(" + "|".join(TYPES) + r")_(\d+)>")
 _LONGEST = max(len(t) for t in TYPES) + 8  # "<" TYPE "_" digits ">"
 
 
-def message_texts(messages: Iterable[Any]) -> Iterator[str]:
-    """Every text of chat messages that a model reads and private data can hide in."""
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            yield content
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    yield part["text"]
-        for call in message.get("tool_calls") or ():
-            arguments = (
-                (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
-            )
-            if isinstance(arguments, str):
-                yield arguments
-
-
 def map_message_texts(message: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
-    """A copy of ``message`` with ``change`` applied to each text :func:`message_texts` finds."""
+    """A copy of ``message`` with ``change`` applied to every text a model reads in it and
+    private data can hide in: string content, text parts, the sender's ``name`` and the
+    arguments of earlier tool calls. Shapes it does not know are copied unchanged."""
     copy = dict(message)
     content = message.get("content")
     if isinstance(content, str):
@@ -54,18 +36,33 @@ def map_message_texts(message: dict[str, Any], change: Callable[[str], str]) -> 
             else part
             for part in content
         ]
-    if isinstance(message.get("tool_calls"), list):
-        calls = []
-        for call in message["tool_calls"]:
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                call = {
-                    **call,
-                    "function": {**function, "arguments": change(function["arguments"])},
-                }
-            calls.append(call)
-        copy["tool_calls"] = calls
+    if isinstance(message.get("name"), str):
+        copy["name"] = change(message["name"])
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        copy["tool_calls"] = [_map_call(call, change) for call in calls]
     return copy
+
+
+def _map_call(call: Any, change: Callable[[str], str]) -> Any:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    return {**call, "function": {**function, "arguments": change(function["arguments"])}}
+
+
+def message_texts(messages: Iterable[Any]) -> list[str]:
+    """Every text :func:`map_message_texts` would change, in order."""
+    texts: list[str] = []
+
+    def collect(text: str) -> str:
+        texts.append(text)
+        return text
+
+    for message in messages:
+        if isinstance(message, dict):
+            map_message_texts(message, collect)
+    return texts
 
 
 @dataclass(slots=True)
@@ -85,21 +82,36 @@ class Pseudonymiser:
             self.by_placeholder[placeholder] = finding.value
         return self.by_value[finding.value]
 
-    def mask(self, text: str) -> str:
-        """``text`` with every detected value replaced by its placeholder."""
+    def learn(self, text: str) -> None:
+        """Detect the private values of ``text`` and give each a placeholder."""
         found = detect(text, self.types)
         self.findings += found
-        parts, last = [], 0
         for finding in found:
-            parts += [text[last : finding.start], self._placeholder(finding)]
-            last = finding.end
-        parts.append(text[last:])
-        return "".join(parts)
+            self._placeholder(finding)
+
+    def replace_known(self, text: str) -> str:
+        """Every value learnt so far, wherever it appears, replaced by its placeholder
+        (longest first, so a value inside a longer one cannot split it)."""
+        if not self.by_value:
+            return text
+        pattern = re.compile(
+            "|".join(re.escape(value) for value in sorted(self.by_value, key=len, reverse=True))
+        )
+        return pattern.sub(lambda m: self.by_value[m.group(0)], text)
+
+    def mask(self, text: str) -> str:
+        """``text`` with every detected value replaced by its placeholder."""
+        self.learn(text)
+        return self.replace_known(text)
 
     def mask_messages(self, messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Copies of chat messages with every text masked: string content, text parts
-        and the arguments of earlier tool calls."""
-        return [map_message_texts(message, self.mask) for message in messages]
+        """Copies of chat messages with every text masked. Values are learnt from the
+        whole conversation first, so a name detected in one message (after "Dr") is also
+        masked where another message mentions it without a cue."""
+        messages = list(messages)
+        for text in message_texts(messages):
+            self.learn(text)
+        return [map_message_texts(message, self.replace_known) for message in messages]
 
     def restore(self, text: str) -> str:
         """Placeholders back to their values; unknown ones are left as they are."""

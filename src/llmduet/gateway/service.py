@@ -24,8 +24,8 @@ import json
 import logging
 import os
 import random
+import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +57,7 @@ log = logging.getLogger("llmduet.gateway")
 TAGS_HEADER = "x-duet-tags"
 TIME_BUDGET_HEADER = "x-duet-time-budget-ms"
 MAX_RETRY_AFTER_S = 10.0
+UNKNOWN_ROUTE = "(unknown)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ class _Trace:
     stream: bool
     ts: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: os.urandom(12).hex())
     rule: str = "default"
     target: str | None = None
     location: str | None = None
@@ -346,6 +347,12 @@ class Gateway:
             )
         return caller
 
+    def _route_name(self, body: Mapping[str, Any]) -> str:
+        """The route as the audit may keep it: a name the client sent that is not a route
+        could be anything, private data included, so it is not stored."""
+        name = body.get("model")
+        return name if isinstance(name, str) and name in self.routes else UNKNOWN_ROUTE
+
     def _policy(self, body: Mapping[str, Any]) -> RoutePolicy:
         name = body.get("model")
         policy = self.routes.get(name) if isinstance(name, str) else None
@@ -368,11 +375,11 @@ class Gateway:
         budget_text = headers.get(TIME_BUDGET_HEADER)
         budget: int | None = None
         if budget_text is not None:
-            if not budget_text.strip().isdigit() or int(budget_text) <= 0:
+            if not re.fullmatch(r"\s*[0-9]{1,9}\s*", budget_text) or int(budget_text) <= 0:
                 raise ServingError(
                     400,
-                    f"{TIME_BUDGET_HEADER} must be a positive number of milliseconds "
-                    f"(got {budget_text!r})",
+                    f"{TIME_BUDGET_HEADER} must be a positive whole number of milliseconds "
+                    f"(got {budget_text[:40]!r})",
                     param=TIME_BUDGET_HEADER,
                 )
             budget = int(budget_text)
@@ -391,7 +398,10 @@ class Gateway:
         """Which rule fires for this chat request and why (``duet gateway --explain``)."""
         policy = self._policy(body)
         messages = body.get("messages") or []
-        features = self.features(list(message_texts(messages)), len(messages), caller, headers)
+        texts = message_texts(messages if isinstance(messages, list) else [])
+        if isinstance(body.get("user"), str):
+            texts.append(body["user"])
+        features = self.features(texts, len(texts), caller, headers)
         return policy.decide(features), features
 
     async def chat(
@@ -399,7 +409,8 @@ class Gateway:
     ) -> JSONReply | StreamReply:
         """Route one ``/v1/chat/completions`` request (already validated)."""
         stream = bool(body.get("stream"))
-        trace = _Trace(route=str(body.get("model")), caller=caller, stream=stream)
+        trace = _Trace(route=self._route_name(body), caller=caller, stream=stream)
+        admission: Admission | None = None
         try:
             policy = self._policy(body)
             decision, features = self.decide(body, caller, headers)
@@ -408,10 +419,11 @@ class Gateway:
             admission, decision = self._admit(policy, decision, features, trace, max_output)
             opened = await self._open(trace, decision, body, "/chat/completions", stream)
         except ServingError as exc:
-            self._finish(trace, status=exc.status, error=exc.code or exc.type)
+            error = exc.code or exc.type
+            self._finish(trace, status=exc.status, error=error, admission=admission)
             raise
         except BaseException:
-            self._finish(trace, status=499, error="client_disconnected")
+            self._finish(trace, status=499, error="client_disconnected", admission=admission)
             raise
         if stream:
             want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -425,7 +437,8 @@ class Gateway:
     ) -> JSONReply:
         """Route one ``/v1/embeddings`` request. Pseudonymising makes no sense for a vector
         (it would embed the placeholders), so there it keeps the request local instead."""
-        trace = _Trace(route=str(body.get("model")), caller=caller, stream=False)
+        trace = _Trace(route=self._route_name(body), caller=caller, stream=False)
+        admission: Admission | None = None
         try:
             policy = self._policy(body)
             raw = body.get("input")
@@ -445,10 +458,11 @@ class Gateway:
             admission, decision = self._admit(policy, decision, features, trace)
             opened = await self._open(trace, decision, body, "/embeddings", False)
         except ServingError as exc:
-            self._finish(trace, status=exc.status, error=exc.code or exc.type)
+            error = exc.code or exc.type
+            self._finish(trace, status=exc.status, error=error, admission=admission)
             raise
         except BaseException:
-            self._finish(trace, status=499, error="client_disconnected")
+            self._finish(trace, status=499, error="client_disconnected", admission=admission)
             raise
         return await self._complete(opened, trace, admission)
 
@@ -529,8 +543,14 @@ class Gateway:
         self, body: Mapping[str, Any], upstream: Upstream, masker: Pseudonymiser | None
     ) -> bytes:
         out = {**body, "model": upstream.model}
-        if masker is not None and isinstance(out.get("messages"), list):
-            out["messages"] = masker.mask_messages(out["messages"])
+        if masker is not None:
+            user = out.get("user")
+            if isinstance(user, str):
+                masker.learn(user)
+            if isinstance(out.get("messages"), list):
+                out["messages"] = masker.mask_messages(out["messages"])
+            if isinstance(user, str):
+                out["user"] = masker.replace_known(user)
         if out.get("stream"):
             out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
         return json.dumps(out).encode()
@@ -560,6 +580,7 @@ class Gateway:
                     failures.append(f"{target}: no usable replica left")
                     break
                 trace.attempts += 1
+                trace.target, trace.location = target, upstream.location
                 try:
                     opened = await self._attempt(upstream, replica, path, payload, stream)
                 except _Retryable as exc:
@@ -575,7 +596,6 @@ class Gateway:
                     break
                 self.metrics.attempts.labels(target, "ok").inc()
                 opened.pseudonymiser = use
-                trace.target, trace.location = target, upstream.location
                 return opened
         if not decision.targets:
             raise ServingError(503, f"route '{decision.route}' has no target for this request")
@@ -623,10 +643,11 @@ class Gateway:
         status = response.status
         message, kind, param, code = _error_fields(error_body, status)
         retryable = status == 429 or status >= 500
-        self._release(replica, response, failed=retryable)
+        misconfigured = status in (401, 403, 404)  # open the breaker: it will not heal alone
+        self._release(replica, response, failed=retryable or misconfigured)
         if retryable:
             raise _Retryable(f"{status} {message[:120]}", _retry_after(response))
-        if status in (401, 403, 404):
+        if misconfigured:
             raise _NextTarget(f"{status} {message[:120]}")
         raise ServingError(status, message, type=kind, param=param, code=code)
 
@@ -805,7 +826,7 @@ class Gateway:
                 ) as response:
                     ok = response.status == 200
                     problem = None if ok else f"health check answered {response.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except Exception as exc:  # whatever it is, the replica is not healthy; keep checking
             ok, problem = False, f"health check failed: {type(exc).__name__}"
         if ok != replica.healthy:
             log.warning(

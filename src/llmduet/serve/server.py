@@ -25,7 +25,7 @@ class GracefulServer(uvicorn.Server):
         self._app = app
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        close_engines = getattr(self._app.state, "close_engines", None)
+        close_engines = getattr(getattr(self._app, "state", None), "close_engines", None)
         if close_engines is None:
             await super().shutdown(sockets)
             return
