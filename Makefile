@@ -32,15 +32,16 @@ demo: $(VENV)/.installed
 	$(BIN)/duet rag search "How many vacation days do I get after five years?" --index .duet/demo-index -k 3
 	$(BIN)/duet rag ask "How many vacation days do I get after five years?" --index .duet/demo-index -m llama -m chatgpt -k 3 --max-tokens 96 --seed 7
 	$(BIN)/duet eval src/llmduet/data/evals/chat.jsonl -m llama -m chatgpt --judge llama --max-tokens 64 --out .duet/demo-eval
+	$(BIN)/python examples/gateway_demo.py
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
@@ -58,6 +59,8 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/eval_harness.py
 	$(BIN)/python benchmarks/agents_overhead.py
 	$(BIN)/python benchmarks/agents_tasks.py
+	$(BIN)/python benchmarks/pii_detection.py
+	$(BIN)/python benchmarks/gateway_overhead.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache

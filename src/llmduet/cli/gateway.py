@@ -133,6 +133,8 @@ def _explain(
     console.print(table)
     targets = ", ".join(f"{t['name']} ({t['location']})" for t in result["targets"])
     action = decision.privacy_action or "none needed (no private data)"
+    if action == "pseudonymise" and all(t["location"] == "local" for t in result["targets"]):
+        action += " (nothing to do: every target is local)"
     console.print(
         f"→ targets in order: {targets or 'none: the request is refused'}; privacy: {action}",
         highlight=False,

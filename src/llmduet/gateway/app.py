@@ -63,7 +63,7 @@ SSE_HEADERS = [
 
 
 async def _send_json(send: Send, status: int, body: bytes, headers: Any = ()) -> None:
-    extra = [(k.lower().encode(), v.encode()) for k, v in dict(headers).items()]
+    extra = _encoded(dict(headers))
     names = {name for name, _ in extra}
     base = [h for h in JSON_HEADERS if h[0] not in names]
     await send(
@@ -184,7 +184,7 @@ class GatewayASGI:
         body, caller, headers = await self._parsed(scope, receive, GatewayChatRequest)
         reply = await self.gateway.chat(body, caller, headers)
         if isinstance(reply, JSONReply):
-            await _send_json(send, reply.status, reply.body)
+            await _send_json(send, reply.status, reply.body, reply.headers)
             return
         await self._stream(reply, receive, send)
 
@@ -202,7 +202,9 @@ class GatewayASGI:
         watcher = asyncio.create_task(watch())
         frames: AsyncIterator[bytes] = reply.frames
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            extra = _encoded(reply.headers)
+            start = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra}
+            await send(start)
             async for frame in frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
@@ -217,7 +219,7 @@ class GatewayASGI:
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         body, caller, headers = await self._parsed(scope, receive, GatewayEmbeddingRequest)
         reply = await self.gateway.embeddings(body, caller, headers)
-        await _send_json(send, reply.status, reply.body)
+        await _send_json(send, reply.status, reply.body, reply.headers)
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._caller(scope)
@@ -237,6 +239,11 @@ class GatewayASGI:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """Header pairs as ASGI wants them; values from settings (rule names) made ASCII."""
+    return [(k.lower().encode(), v.encode("ascii", "replace")) for k, v in headers.items()]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -26,7 +26,7 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,7 @@ class _Trace:
     status: int = 200
     error: str | None = None
     attempts: int = 0
+    admission: Admission | None = None  # budget reservation, settled once at the end
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
@@ -401,7 +402,8 @@ class Gateway:
         texts = message_texts(messages if isinstance(messages, list) else [])
         if isinstance(body.get("user"), str):
             texts.append(body["user"])
-        features = self.features(texts, len(texts), caller, headers)
+        count = len(messages) if isinstance(messages, list) else 0
+        features = self.features(texts, count, caller, headers)
         return policy.decide(features), features
 
     async def chat(
@@ -410,27 +412,31 @@ class Gateway:
         """Route one ``/v1/chat/completions`` request (already validated)."""
         stream = bool(body.get("stream"))
         trace = _Trace(route=self._route_name(body), caller=caller, stream=stream)
-        admission: Admission | None = None
-        try:
+        with self._failures_recorded(trace):
             policy = self._policy(body)
             decision, features = self.decide(body, caller, headers)
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             max_output = limit if isinstance(limit, int) and limit > 0 else 0
-            admission, decision = self._admit(policy, decision, features, trace, max_output)
+            decision = self._admit(policy, decision, features, trace, max_output)
             opened = await self._open(trace, decision, body, "/chat/completions", stream)
-        except ServingError as exc:
-            error = exc.code or exc.type
-            self._finish(trace, status=exc.status, error=error, admission=admission)
-            raise
-        except BaseException:
-            self._finish(trace, status=499, error="client_disconnected", admission=admission)
-            raise
         if stream:
             want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             transformer = StreamTransformer(want_usage, opened.pseudonymiser)
-            frames = self._relay(opened, transformer, trace, admission)
-            return StreamReply(frames, {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await self._complete(opened, trace, admission)
+            frames = self._relay(opened, transformer, trace)
+            return StreamReply(frames, _where(trace))
+        return await self._complete(opened, trace)
+
+    @contextlib.contextmanager
+    def _failures_recorded(self, trace: _Trace) -> Iterator[None]:
+        """A request refused or failed before its reply is audited with its status."""
+        try:
+            yield
+        except ServingError as exc:
+            self._finish(trace, status=exc.status, error=exc.code or exc.type)
+            raise
+        except BaseException:
+            self._finish(trace, status=499, error="client_disconnected")
+            raise
 
     async def embeddings(
         self, body: dict[str, Any], caller: Caller, headers: Mapping[str, str]
@@ -438,8 +444,7 @@ class Gateway:
         """Route one ``/v1/embeddings`` request. Pseudonymising makes no sense for a vector
         (it would embed the placeholders), so there it keeps the request local instead."""
         trace = _Trace(route=self._route_name(body), caller=caller, stream=False)
-        admission: Admission | None = None
-        try:
+        with self._failures_recorded(trace):
             policy = self._policy(body)
             raw = body.get("input")
             texts = [raw] if isinstance(raw, str) else [t for t in raw or [] if isinstance(t, str)]
@@ -455,16 +460,9 @@ class Gateway:
                     "route_local",
                     decision.not_fired,
                 )
-            admission, decision = self._admit(policy, decision, features, trace)
+            decision = self._admit(policy, decision, features, trace)
             opened = await self._open(trace, decision, body, "/embeddings", False)
-        except ServingError as exc:
-            error = exc.code or exc.type
-            self._finish(trace, status=exc.status, error=error, admission=admission)
-            raise
-        except BaseException:
-            self._finish(trace, status=499, error="client_disconnected", admission=admission)
-            raise
-        return await self._complete(opened, trace, admission)
+        return await self._complete(opened, trace)
 
     def model_list(self) -> dict[str, Any]:
         created = int(time.time())
@@ -504,7 +502,7 @@ class Gateway:
         features: Features,
         trace: _Trace,
         max_output: int = 0,
-    ) -> tuple[Admission | None, Decision]:
+    ) -> Decision:
         """Apply the privacy decision and the budgets; raise for block and over budget."""
         trace.rule = decision.rule
         trace.pii_types = tuple(sorted(features.pii_types))
@@ -522,13 +520,14 @@ class Gateway:
             )
         verdict = self.ledger.admit(trace.caller.subjects, features.prompt_tokens + max_output)
         if isinstance(verdict, Admission):
-            return verdict, decision
+            trace.admission = verdict
+            return decision
         limit = verdict.limit or "budget"
         if policy.spec.over_budget == "downgrade":
             self.metrics.budget_refusals.labels(limit, "downgraded").inc()
             decision = policy.downgraded(decision)
             trace.rule = f"{decision.rule} (over {limit}: downgraded)"
-            return None, decision
+            return decision
         self.metrics.budget_refusals.labels(limit, "rejected").inc()
         retry = verdict.retry_after_s
         raise ServingError(
@@ -681,14 +680,12 @@ class Gateway:
         if response is not None:
             response.release()
 
-    async def _complete(
-        self, opened: _Opened, trace: _Trace, admission: Admission | None
-    ) -> JSONReply:
+    async def _complete(self, opened: _Opened, trace: _Trace) -> JSONReply:
         try:
             data = await opened.response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._release(opened.replica, opened.response, failed=True)
-            self._finish(trace, status=502, error="upstream_unavailable", admission=admission)
+            self._finish(trace, status=502, error="upstream_unavailable")
             raise ServingError(
                 502,
                 f"upstream '{opened.upstream.name}' broke off its reply: {exc}",
@@ -704,24 +701,21 @@ class Gateway:
                 if opened.pseudonymiser is not None:
                     restore_completion(body, opened.pseudonymiser)
                     data = json.dumps(body).encode()
-        self._settle(trace, opened.upstream, tally, admission)
+        self._settle(trace, opened.upstream, tally)
         self._finish(trace, status=200)
-        return JSONReply(200, data, {"Content-Type": "application/json"})
+        return JSONReply(200, data, _where(trace))
 
     async def _relay(
         self,
         opened: _Opened,
         transformer: StreamTransformer,
         trace: _Trace,
-        admission: Admission | None,
     ) -> AsyncIterator[bytes]:
         failed = False
         status, error = 200, None
         try:
-            for payload in opened.first:
-                out = self._forward_event(payload, transformer, trace)
-                if out:
-                    yield out
+            # What was read before committing goes out in one write: one packet, not three.
+            yield b"".join(self._forward_event(p, transformer, trace) for p in opened.first)
             if opened.first and opened.first[-1] == b"[DONE]":
                 return
             assert opened.events is not None
@@ -747,7 +741,7 @@ class Gateway:
             raise
         finally:
             self._release(opened.replica, opened.response, failed=failed)
-            self._settle(trace, opened.upstream, transformer.tally, admission)
+            self._settle(trace, opened.upstream, transformer.tally)
             self._finish(trace, status=status, error=error)
 
     def _forward_event(
@@ -760,9 +754,7 @@ class Gateway:
             trace.ttft_ms = trace.elapsed_ms()
         return out
 
-    def _settle(
-        self, trace: _Trace, upstream: Upstream, tally: ReplyTally, admission: Admission | None
-    ) -> None:
+    def _settle(self, trace: _Trace, upstream: Upstream, tally: ReplyTally) -> None:
         if tally.prompt_tokens is not None:
             trace.prompt_tokens = tally.prompt_tokens
         trace.completion_tokens = (
@@ -772,9 +764,10 @@ class Gateway:
         trace.cost_usd = upstream.cost_model.cost(
             trace.prompt_tokens, trace.completion_tokens, seconds
         )
-        if admission is not None:
+        if trace.admission is not None:
             tokens = trace.prompt_tokens + trace.completion_tokens
-            self.ledger.settle(admission, tokens, trace.cost_usd)
+            self.ledger.settle(trace.admission, tokens, trace.cost_usd)
+            trace.admission = None
         self.metrics.tokens.labels(upstream.name, "prompt").inc(trace.prompt_tokens)
         self.metrics.tokens.labels(upstream.name, "completion").inc(trace.completion_tokens)
         if trace.cost_usd:
@@ -786,10 +779,10 @@ class Gateway:
         *,
         status: int,
         error: str | None = None,
-        admission: Admission | None = None,
     ) -> None:
-        if admission is not None:
-            self.ledger.settle(admission, trace.prompt_tokens, None)
+        if trace.admission is not None:  # failed before a reply: give back the reservation
+            self.ledger.settle(trace.admission, trace.prompt_tokens, None)
+            trace.admission = None
         trace.status, trace.error = status, error
         self.metrics.requests.labels(
             trace.route if trace.route in self.routes else "other",
@@ -836,6 +829,16 @@ class Gateway:
                 "up" if ok else "down",
             )
         replica.healthy, replica.last_error = ok, problem
+
+
+def _where(trace: _Trace) -> dict[str, str]:
+    """Response headers that tell the client which rule fired and where it went."""
+    return {
+        "x-duet-rule": trace.rule,
+        "x-duet-target": trace.target or "",
+        "x-duet-location": trace.location or "",
+        "x-duet-request-id": trace.request_id,
+    }
 
 
 def _targets_of(route: Any) -> list[str]:
