@@ -263,3 +263,26 @@ def test_the_user_field_and_sender_names_are_masked_too(wire: Wire) -> None:
     assert sent and b"<EMAIL_1>" in sent
     assert not on_wire(EMAIL, sent)
     assert not on_wire("Ada Lovelace", sent)
+
+
+def test_private_data_anywhere_in_the_body_is_seen_and_masked(wire: Wire) -> None:
+    """Not only messages: ``prediction``, ``metadata`` and tool descriptions reach the
+    provider too, so they are inspected (route_local keeps them home) and masked."""
+    body = {
+        "messages": [{"role": "user", "content": "Tidy this up."}],
+        "prediction": {"type": "content", "content": f"Write to {EMAIL} today."},
+        "metadata": {"owner": EMAIL},
+        "tools": [{"type": "function", "function": {"name": "refund",
+                   "description": f"Refunds card {CARD}", "parameters": {}}}],
+    }  # fmt: skip
+    response, sent = wire.sent_during(
+        lambda: wire.gateway.post("/chat/completions", {**body, "model": "mask"})
+    )
+    assert response.status_code == 200, response.text
+    assert sent and b"<EMAIL_1>" in sent and b"<CREDIT_CARD_1>" in sent
+    assert not on_wire(EMAIL, sent) and not on_wire(CARD, sent)
+    response, sent = wire.sent_during(
+        lambda: wire.gateway.post("/chat/completions", {**body, "model": "local"})
+    )
+    assert response.status_code == 200 and sent == b""
+    assert response.headers["x-duet-location"] == "local"

@@ -67,16 +67,18 @@ class RuleSpec(_Strict):
 
     name: str = Field(min_length=1)
     pii: bool | None = Field(None, description="the prompt contains private data (or not)")
-    pii_types: list[str] | None = Field(None, description="...of one of these types")
+    pii_types: list[str] | None = Field(None, min_length=1, description="...of these types")
     min_prompt_tokens: int | None = Field(None, ge=0)
     max_prompt_tokens: int | None = Field(None, ge=0)
-    tags: list[str] | None = Field(None, description="any of these x-duet-tags")
-    teams: list[str] | None = None
-    keys: list[str] | None = None
+    tags: list[str] | None = Field(None, min_length=1, description="any of these x-duet-tags")
+    teams: list[str] | None = Field(None, min_length=1)
+    keys: list[str] | None = Field(None, min_length=1)
     max_time_budget_ms: int | None = Field(
         None, gt=0, description="the request's x-duet-time-budget-ms is at most this"
     )
-    targets: list[str] | None = Field(None, description="default: the route's targets")
+    targets: list[str] | None = Field(
+        None, min_length=1, description="default: the route's targets"
+    )
     privacy: PrivacyAction | None = Field(None, description="default: the route's on_pii")
 
 
@@ -86,7 +88,10 @@ class RouteSpec(_Strict):
     on_pii: PrivacyAction = "route_local"
     over_budget: OverBudget = "reject"
     local: list[str] | None = Field(
-        None, description="where route_local and downgrade send requests (default: local targets)"
+        None,
+        min_length=1,
+        description="where route_local and downgrade go when the chosen targets have no "
+        "local one (default: the route's local targets)",
     )
 
 

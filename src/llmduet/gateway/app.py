@@ -17,6 +17,7 @@ import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from fastapi import FastAPI
@@ -54,6 +55,7 @@ class GatewayEmbeddingRequest(_Open):
 
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+SHUTDOWN_GRACE_S = 25.0
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -95,6 +97,8 @@ class GatewayASGI:
     def __init__(self, gateway: Gateway, fallback: FastAPI) -> None:
         self.gateway = gateway
         self.fallback = fallback
+        # How long running streams may go on after a shutdown signal (GracefulServer).
+        self.state = SimpleNamespace(shutdown_grace_s=SHUTDOWN_GRACE_S)
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self.chat_completions,
             ("POST", "/v1/embeddings"): self.embeddings,
@@ -211,10 +215,12 @@ class GatewayASGI:
         except asyncio.CancelledError:
             if not watcher.done():
                 raise
+            relay.uncancel()  # our own cancel (the client left) has done its job
         finally:
             watcher.cancel()
             with contextlib.suppress(BaseException):
                 await frames.aclose()  # type: ignore[attr-defined]
+            reply.close()
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         body, caller, headers = await self._parsed(scope, receive, GatewayEmbeddingRequest)

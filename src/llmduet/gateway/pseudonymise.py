@@ -21,47 +21,33 @@ PLACEHOLDER = re.compile(r"<(" + "|".join(TYPES) + r")_(\d+)>")
 _LONGEST = max(len(t) for t in TYPES) + 8  # "<" TYPE "_" digits ">"
 
 
-def map_message_texts(message: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
-    """A copy of ``message`` with ``change`` applied to every text a model reads in it and
-    private data can hide in: string content, text parts, the sender's ``name`` and the
-    arguments of earlier tool calls. Shapes it does not know are copied unchanged."""
-    copy = dict(message)
-    content = message.get("content")
-    if isinstance(content, str):
-        copy["content"] = change(content)
-    elif isinstance(content, list):
-        copy["content"] = [
-            {**part, "text": change(part["text"])}
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-            else part
-            for part in content
-        ]
-    if isinstance(message.get("name"), str):
-        copy["name"] = change(message["name"])
-    calls = message.get("tool_calls")
-    if isinstance(calls, list):
-        copy["tool_calls"] = [_map_call(call, change) for call in calls]
-    return copy
+#: Keys whose string values are protocol, not content: never inspected or changed.
+STRUCTURAL_KEYS = frozenset({"model", "role", "type", "id", "tool_call_id", "object"})
 
 
-def _map_call(call: Any, change: Callable[[str], str]) -> Any:
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
-        return call
-    return {**call, "function": {**function, "arguments": change(function["arguments"])}}
+def map_texts(value: Any, change: Callable[[str], str], key: str | None = None) -> Any:
+    """A copy of a JSON value with ``change`` applied to every string in it except those
+    under :data:`STRUCTURAL_KEYS`. Every field is covered, not a list of known ones:
+    messages, names, tool-call arguments, ``user``, ``metadata``, ``prediction``, tool
+    descriptions and whatever a newer API adds, so nothing slips out unexamined."""
+    if isinstance(value, str):
+        return value if key in STRUCTURAL_KEYS else change(value)
+    if isinstance(value, dict):
+        return {k: map_texts(v, change, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [map_texts(item, change, key) for item in value]
+    return value
 
 
-def message_texts(messages: Iterable[Any]) -> list[str]:
-    """Every text :func:`map_message_texts` would change, in order."""
+def request_texts(value: Any) -> list[str]:
+    """Every string :func:`map_texts` would change, in order."""
     texts: list[str] = []
 
     def collect(text: str) -> str:
         texts.append(text)
         return text
 
-    for message in messages:
-        if isinstance(message, dict):
-            map_message_texts(message, collect)
+    map_texts(value, collect)
     return texts
 
 
@@ -104,14 +90,17 @@ class Pseudonymiser:
         self.learn(text)
         return self.replace_known(text)
 
-    def mask_messages(self, messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Copies of chat messages with every text masked. Values are learnt from the
-        whole conversation first, so a name detected in one message (after "Dr") is also
-        masked where another message mentions it without a cue."""
-        messages = list(messages)
-        for text in message_texts(messages):
+    def mask_request(self, body: Any) -> Any:
+        """A copy of a request (or any JSON value) with every text masked. Values are
+        learnt from all of it first, so a name detected in one message (after "Dr") is
+        also masked where another message mentions it without a cue."""
+        for text in request_texts(body):
             self.learn(text)
-        return [map_message_texts(message, self.replace_known) for message in messages]
+        return map_texts(body, self.replace_known)
+
+    def mask_messages(self, messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        masked: list[dict[str, Any]] = self.mask_request(list(messages))
+        return masked
 
     def restore(self, text: str) -> str:
         """Placeholders back to their values; unknown ones are left as they are."""

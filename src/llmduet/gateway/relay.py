@@ -53,8 +53,14 @@ class ReplyTally:
 
     def take_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
-            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self.prompt_tokens = _count(usage.get("prompt_tokens"))
+            self.completion_tokens = _count(usage.get("completion_tokens"))
+
+
+def _count(value: Any) -> int | None:
+    """A token count as the upstream reported it, if it is one."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if ok else None
 
 
 @dataclass(slots=True)
@@ -64,6 +70,7 @@ class StreamTransformer:
     client_wants_usage: bool
     pseudonymiser: Pseudonymiser | None = None
     tally: ReplyTally = field(default_factory=ReplyTally)
+    finished: bool = False  # a choice has reported its finish_reason
     _restorers: dict[tuple[int, int], StreamRestorer] = field(default_factory=dict)
     _template: dict[str, Any] | None = None
 
@@ -78,10 +85,12 @@ class StreamTransformer:
         usage = chunk.get("usage")
         if usage:
             self.tally.take_usage(usage)
-        choices = chunk.get("choices") or []
+        raw = chunk.get("choices")
+        choices = [c for c in raw if isinstance(c, dict)] if isinstance(raw, list) else []
         if not choices and usage and not self.client_wants_usage:
             return b"", False
-        carried = any(has_output(choice.get("delta") or {}) for choice in choices)
+        carried = any(has_output(choice.get("delta")) for choice in choices)
+        self.finished = self.finished or any(c.get("finish_reason") for c in choices)
         self.tally.content_chunks += carried
         if self.pseudonymiser is None:
             return b"data: " + payload + b"\n\n", carried
@@ -91,13 +100,16 @@ class StreamTransformer:
         return frame(chunk), carried
 
     def _restore(self, choice: dict[str, Any]) -> None:
-        delta = choice.get("delta") or {}
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return
         index = int(choice.get("index") or 0)
         if isinstance(delta.get("content"), str):
             delta["content"] = self._restorer(index, -1).feed(delta["content"])
-        for call in delta.get("tool_calls") or []:
-            function = call.get("function") or {}
-            if isinstance(function.get("arguments"), str):
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 restorer = self._restorer(index, int(call.get("index") or 0))
                 function["arguments"] = restorer.feed(function["arguments"])
         if choice.get("finish_reason") is not None:
@@ -130,17 +142,7 @@ class StreamTransformer:
         return frame({**(self._template or {}), "choices": [delta]})
 
 
-def has_output(delta: dict[str, Any]) -> bool:
+def has_output(delta: Any) -> bool:
+    if not isinstance(delta, dict):
+        return False
     return bool(delta.get("content") or delta.get("tool_calls") or delta.get("refusal"))
-
-
-def restore_completion(body: dict[str, Any], pseudonymiser: Pseudonymiser) -> None:
-    """Placeholders back to values in a whole (non-streamed) completion, in place."""
-    for choice in body.get("choices") or []:
-        message = choice.get("message") or {}
-        if isinstance(message.get("content"), str):
-            message["content"] = pseudonymiser.restore(message["content"])
-        for call in message.get("tool_calls") or []:
-            function = call.get("function") or {}
-            if isinstance(function.get("arguments"), str):
-                function["arguments"] = pseudonymiser.restore(function["arguments"])

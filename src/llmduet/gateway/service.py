@@ -26,9 +26,9 @@ import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -39,14 +39,13 @@ from llmduet.gateway.limits import Admission, Budget, BudgetLedger
 from llmduet.gateway.metrics import GatewayMetrics
 from llmduet.gateway.pii import TYPES, detect
 from llmduet.gateway.policy import Decision, Features, RoutePolicy, estimate_tokens
-from llmduet.gateway.pseudonymise import Pseudonymiser, message_texts
+from llmduet.gateway.pseudonymise import Pseudonymiser, map_texts, request_texts
 from llmduet.gateway.relay import (
     DONE,
     ReplyTally,
     StreamTransformer,
     error_frame,
     has_output,
-    restore_completion,
     sse_events,
 )
 from llmduet.gateway.upstreams import Replica, Upstream, build_upstream
@@ -57,6 +56,9 @@ log = logging.getLogger("llmduet.gateway")
 TAGS_HEADER = "x-duet-tags"
 TIME_BUDGET_HEADER = "x-duet-time-budget-ms"
 MAX_RETRY_AFTER_S = 10.0
+MAX_BACKOFF_S = 30.0
+
+_Outcome = Literal["open", "ok", "failed", "abandoned"]
 UNKNOWN_ROUTE = "(unknown)"
 
 
@@ -81,8 +83,12 @@ class JSONReply:
 
 @dataclass(frozen=True, slots=True)
 class StreamReply:
+    """``frames`` to send in order; call ``close()`` when done with it, sent or not (a
+    reply dropped before its first frame still releases its upstream and is audited)."""
+
     frames: AsyncIterator[bytes]
     headers: dict[str, str] = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
 
 
 @dataclass(slots=True)
@@ -171,16 +177,30 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 
 def _error_fields(body: bytes, status: int) -> tuple[str, str, str | None, str | None]:
     """message, type, param, code of an upstream's error body (OpenAI-shaped or not)."""
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
+    with contextlib.suppress(ValueError, LookupError, AttributeError, TypeError):
         error = json.loads(body)["error"]
-        return (
-            str(error.get("message") or f"upstream answered {status}"),
-            str(error.get("type") or "invalid_request_error"),
-            error.get("param"),
-            error.get("code"),
-        )
+        if isinstance(error, dict):
+            param, code = error.get("param"), error.get("code")
+            return (
+                str(error.get("message") or f"upstream answered {status}"),
+                str(error.get("type") or "invalid_request_error"),
+                None if param is None else str(param),
+                None if code is None else str(code),
+            )
     text = body[:200].decode(errors="replace").strip()
     return (text or f"upstream answered {status}", "invalid_request_error", None, None)
+
+
+def _describe(exc: BaseException) -> str:
+    """An upstream failure in words that cannot carry reply content (a parser error's
+    message may quote the reply, so only connection errors keep theirs)."""
+    if isinstance(exc, _Retryable):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+        return f"{type(exc).__name__}: {str(exc)[:120]}"
+    return type(exc).__name__
 
 
 class Gateway:
@@ -207,6 +227,7 @@ class Gateway:
                 f"gateway.pii_types: unknown type {sorted(unknown)[0]} (known: {', '.join(TYPES)})"
             )
         self._check_keys()
+        self._check_rule_callers()
         self._keys: dict[str, Caller] | None = None
         self.ledger = BudgetLedger(self._budgets())
         self.metrics = GatewayMetrics()
@@ -215,11 +236,25 @@ class Gateway:
         self._audit = audit
         self._session: aiohttp.ClientSession | None = None
         self._health: asyncio.Task[None] | None = None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=self.spec.connect_timeout_s, sock_read=self.spec.idle_timeout_s
-        )
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=self.spec.connect_timeout_s)
 
     # ---- set-up ----------------------------------------------------------------------
+
+    def _check_rule_callers(self) -> None:
+        """A rule naming a team or key that does not exist would silently never fire."""
+        for route_name, route in self.spec.routes.items():
+            for rule in route.rules:
+                where = f"gateway.routes.{route_name}.rules.{rule.name}"
+                for kind, names, known in (
+                    ("team", rule.teams, self.spec.teams),
+                    ("key", rule.keys, self.spec.keys),
+                ):
+                    unknown = sorted(set(names or ()) - set(known))
+                    if unknown:
+                        raise ConfigError(
+                            f"{where}: unknown {kind} '{unknown[0]}' "
+                            f"(have: {', '.join(known) or 'none'})"
+                        )
 
     def _check_keys(self) -> None:
         if not self.spec.keys:
@@ -398,12 +433,9 @@ class Gateway:
     ) -> tuple[Decision, Features]:
         """Which rule fires for this chat request and why (``duet gateway --explain``)."""
         policy = self._policy(body)
-        messages = body.get("messages") or []
-        texts = message_texts(messages if isinstance(messages, list) else [])
-        if isinstance(body.get("user"), str):
-            texts.append(body["user"])
+        messages = body.get("messages")
         count = len(messages) if isinstance(messages, list) else 0
-        features = self.features(texts, count, caller, headers)
+        features = self.features(request_texts(body), count, caller, headers)
         return policy.decide(features), features
 
     async def chat(
@@ -422,9 +454,9 @@ class Gateway:
         if stream:
             want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             transformer = StreamTransformer(want_usage, opened.pseudonymiser)
-            frames = self._relay(opened, transformer, trace)
-            return StreamReply(frames, _where(trace))
-        return await self._complete(opened, trace)
+            return self._stream_reply(opened, transformer, trace)
+        with self._failures_recorded(trace):
+            return await self._complete(opened, trace)
 
     @contextlib.contextmanager
     def _failures_recorded(self, trace: _Trace) -> Iterator[None]:
@@ -446,9 +478,7 @@ class Gateway:
         trace = _Trace(route=self._route_name(body), caller=caller, stream=False)
         with self._failures_recorded(trace):
             policy = self._policy(body)
-            raw = body.get("input")
-            texts = [raw] if isinstance(raw, str) else [t for t in raw or [] if isinstance(t, str)]
-            features = self.features(texts, 0, caller, headers)
+            features = self.features(request_texts(body), 0, caller, headers)
             decision = policy.decide(features)
             if decision.privacy_action == "pseudonymise":
                 decision = policy.downgraded(decision)
@@ -462,7 +492,7 @@ class Gateway:
                 )
             decision = self._admit(policy, decision, features, trace)
             opened = await self._open(trace, decision, body, "/embeddings", False)
-        return await self._complete(opened, trace)
+            return await self._complete(opened, trace)
 
     def model_list(self) -> dict[str, Any]:
         created = int(time.time())
@@ -541,15 +571,7 @@ class Gateway:
     def _payload(
         self, body: Mapping[str, Any], upstream: Upstream, masker: Pseudonymiser | None
     ) -> bytes:
-        out = {**body, "model": upstream.model}
-        if masker is not None:
-            user = out.get("user")
-            if isinstance(user, str):
-                masker.learn(user)
-            if isinstance(out.get("messages"), list):
-                out["messages"] = masker.mask_messages(out["messages"])
-            if isinstance(user, str):
-                out["user"] = masker.replace_known(user)
+        out = {**(masker.mask_request(body) if masker else body), "model": upstream.model}
         if out.get("stream"):
             out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
         return json.dumps(out).encode()
@@ -608,16 +630,17 @@ class Gateway:
         )
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
-        delay = self.spec.backoff_s * (2**attempt) * (0.5 + random.random())  # full jitter
-        return max(delay, retry_after_s or 0.0)
+        delay = self.spec.backoff_s * (2**attempt) * (0.5 + random.random())  # +-50% jitter
+        return max(min(delay, MAX_BACKOFF_S), retry_after_s or 0.0)
 
     async def _attempt(
         self, upstream: Upstream, replica: Replica, path: str, payload: bytes, stream: bool
     ) -> _Opened:
         replica.outstanding += 1
-        replica.breaker.start()
+        trial = replica.breaker.start()
         headers = {"Content-Type": "application/json", **upstream.headers()}
         response: aiohttp.ClientResponse | None = None
+        outcome: _Outcome = "failed"  # what the breaker hears unless the reply is usable
         try:
             async with asyncio.timeout(self.spec.first_byte_timeout_s):
                 response = await self.session.post(
@@ -628,27 +651,27 @@ class Gateway:
                     if stream:
                         await self._first_token(opened)
                     replica.breaker.succeeded()
+                    outcome = "open"
                     return opened
                 error_body = await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError, _Retryable) as exc:
-            self._release(replica, response, failed=True)
-            if isinstance(exc, _Retryable):
-                raise
-            what = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}"
-            raise _Retryable(f"{what} {str(exc)[:120]}".strip()) from None
-        except BaseException:
-            self._release(replica, response, failed=False)
+            status = response.status
+            message, kind, param, code = _error_fields(error_body, status)
+            if status == 429 or status >= 500:
+                raise _Retryable(f"{status} {message[:120]}", _retry_after(response))
+            if status in (401, 403, 404):  # a failure too: it will not heal by itself
+                raise _NextTarget(f"{status} {message[:120]}")
+            outcome = "ok"  # the upstream works; it is the request it refuses
+            raise ServingError(status, message, type=kind, param=param, code=code)
+        except (_Retryable, _NextTarget, ServingError):
             raise
-        status = response.status
-        message, kind, param, code = _error_fields(error_body, status)
-        retryable = status == 429 or status >= 500
-        misconfigured = status in (401, 403, 404)  # open the breaker: it will not heal alone
-        self._release(replica, response, failed=retryable or misconfigured)
-        if retryable:
-            raise _Retryable(f"{status} {message[:120]}", _retry_after(response))
-        if misconfigured:
-            raise _NextTarget(f"{status} {message[:120]}")
-        raise ServingError(status, message, type=kind, param=param, code=code)
+        except Exception as exc:  # connect errors, timeouts, broken or odd replies
+            raise _Retryable(_describe(exc)) from None
+        except BaseException:
+            outcome = "abandoned"
+            raise
+        finally:
+            if outcome != "open":
+                self._release(replica, response, outcome, trial=trial)
 
     async def _first_token(self, opened: _Opened) -> None:
         """Read a stream up to its first output (or its end) before the client sees it,
@@ -659,90 +682,124 @@ class Gateway:
             opened.first.append(payload)
             if payload == b"[DONE]":
                 return
-            try:
-                chunk = json.loads(payload)
-            except ValueError:
-                raise _Retryable(f"a stream event that is not JSON: {payload[:80]!r}") from None
+            chunk = json.loads(payload)
             if not isinstance(chunk, dict) or "error" in chunk:
-                raise _Retryable(f"an error event before the first token: {payload[:160]!r}")
-            if any(has_output(c.get("delta") or {}) for c in chunk.get("choices") or ()):
+                raise _Retryable("an error event before the first token")
+            choices = chunk.get("choices")
+            if isinstance(choices, list) and any(
+                isinstance(c, dict) and has_output(c.get("delta")) for c in choices
+            ):
                 return
         raise _Retryable("the stream ended before its first token")
 
     def _release(
-        self, replica: Replica, response: aiohttp.ClientResponse | None, *, failed: bool
+        self,
+        replica: Replica,
+        response: aiohttp.ClientResponse | None,
+        outcome: _Outcome,
+        *,
+        trial: bool = False,
     ) -> None:
         replica.outstanding -= 1
-        if failed:
-            replica.breaker.failed()
+        if outcome == "failed":
+            replica.breaker.failed(trial)
+        elif outcome == "ok":
+            replica.breaker.succeeded()
         else:
-            replica.breaker.trial_running = False
+            replica.breaker.abandoned(trial)
         if response is not None:
             response.release()
 
     async def _complete(self, opened: _Opened, trace: _Trace) -> JSONReply:
+        outcome: _Outcome = "failed"
         try:
-            data = await opened.response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._release(opened.replica, opened.response, failed=True)
-            self._finish(trace, status=502, error="upstream_unavailable")
+            async with asyncio.timeout(self.spec.idle_timeout_s):
+                data = await opened.response.read()
+            outcome = "ok"
+        except Exception as exc:
             raise ServingError(
                 502,
-                f"upstream '{opened.upstream.name}' broke off its reply: {exc}",
+                f"upstream '{opened.upstream.name}' broke off its reply ({_describe(exc)})",
                 type="server_error",
                 code="upstream_unavailable",
             ) from None
-        self._release(opened.replica, opened.response, failed=False)
+        except BaseException:
+            outcome = "abandoned"
+            raise
+        finally:
+            self._release(opened.replica, opened.response, outcome)
         tally = ReplyTally()
         with contextlib.suppress(ValueError):
             body = json.loads(data)
             if isinstance(body, dict):
                 tally.take_usage(body.get("usage"))
-                if opened.pseudonymiser is not None:
-                    restore_completion(body, opened.pseudonymiser)
-                    data = json.dumps(body).encode()
+            if opened.pseudonymiser is not None:
+                data = json.dumps(map_texts(body, opened.pseudonymiser.restore)).encode()
         self._settle(trace, opened.upstream, tally)
         self._finish(trace, status=200)
         return JSONReply(200, data, _where(trace))
 
-    async def _relay(
-        self,
-        opened: _Opened,
-        transformer: StreamTransformer,
-        trace: _Trace,
-    ) -> AsyncIterator[bytes]:
-        failed = False
-        status, error = 200, None
-        try:
-            # What was read before committing goes out in one write: one packet, not three.
-            yield b"".join(self._forward_event(p, transformer, trace) for p in opened.first)
-            if opened.first and opened.first[-1] == b"[DONE]":
+    def _stream_reply(
+        self, opened: _Opened, transformer: StreamTransformer, trace: _Trace
+    ) -> StreamReply:
+        ended = False
+
+        def end(outcome: _Outcome, status: int, error: str | None) -> None:
+            """Release, settle and audit exactly once, however the stream ends, even if
+            its frames were never iterated."""
+            nonlocal ended
+            if ended:
                 return
-            assert opened.events is not None
-            async for payload in opened.events:
-                out = self._forward_event(payload, transformer, trace)
-                if out:
-                    yield out
-                if payload == b"[DONE]":
+            ended = True
+            self._release(opened.replica, opened.response, outcome)
+            try:
+                self._settle(trace, opened.upstream, transformer.tally)
+            finally:
+                self._finish(trace, status=status, error=error)
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                # What was read before committing goes out in one write, not three.
+                yield b"".join(self._forward_event(p, transformer, trace) for p in opened.first)
+                if opened.first and opened.first[-1] == b"[DONE]":
+                    end("ok", 200, None)
                     return
-            raise _Retryable("the upstream closed the stream before [DONE]")
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, _Retryable) as exc:
-            failed = True
-            status, error = 502, "upstream_stream_interrupted"
-            log.warning("stream from %s broke after its first token: %s", opened.upstream.name, exc)
-            yield error_frame(
-                f"upstream '{opened.upstream.name}' failed mid-stream ({type(exc).__name__}); "
-                "the reply above is incomplete",
-                "upstream_stream_interrupted",
-            )
-            yield DONE
-        except BaseException:
-            status, error = 499, "client_disconnected"
-            raise
-        finally:
-            self._release(opened.replica, opened.response, failed=failed)
-            self._settle(trace, opened.upstream, transformer.tally)
-            self._finish(trace, status=status, error=error)
+                assert opened.events is not None
+                while True:
+                    try:
+                        async with asyncio.timeout(self.spec.idle_timeout_s):
+                            payload = await anext(opened.events)
+                    except StopAsyncIteration:
+                        break
+                    out = self._forward_event(payload, transformer, trace)
+                    if out:
+                        yield out
+                    if payload == b"[DONE]":
+                        end("ok", 200, None)
+                        return
+                if not transformer.finished:
+                    raise _Retryable("the upstream closed the stream before it finished")
+                yield transformer.finish() + DONE  # finished, only the [DONE] was missing
+                end("ok", 200, None)
+            except Exception as exc:
+                log.warning(
+                    "stream from %s broke after its first token (%s)",
+                    opened.upstream.name,
+                    _describe(exc),
+                )
+                end("failed", 502, "upstream_stream_interrupted")
+                yield error_frame(
+                    f"upstream '{opened.upstream.name}' failed mid-stream ({_describe(exc)}); "
+                    "the reply above is incomplete",
+                    "upstream_stream_interrupted",
+                )
+                yield DONE
+            finally:
+                end("abandoned", 499, "client_disconnected")
+
+        return StreamReply(
+            frames(), _where(trace), lambda: end("abandoned", 499, "client_disconnected")
+        )
 
     def _forward_event(
         self, payload: bytes, transformer: StreamTransformer, trace: _Trace

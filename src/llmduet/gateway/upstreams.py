@@ -46,18 +46,31 @@ class CircuitBreaker:
         state = self.state
         return state == "closed" or (state == "half_open" and not self.trial_running)
 
-    def start(self) -> None:
-        if self.state == "half_open":
+    def start(self) -> bool:
+        """Note a request going out; True if it is the half-open trial."""
+        if self.state == "half_open" and not self.trial_running:
             self.trial_running = True
+            return True
+        return False
 
     def succeeded(self) -> None:
         self.consecutive, self.opened_at, self.trial_running = 0, None, False
 
-    def failed(self) -> None:
-        self.consecutive += 1
-        self.trial_running = False
-        if self.opened_at is not None or self.consecutive >= self.failures:
+    def failed(self, trial: bool = False) -> None:
+        if trial:
+            self.trial_running = False
             self.opened_at = self.clock()
+            return
+        if self.state == "open":
+            return  # a request sent before it opened: the open period stays as it was
+        self.consecutive += 1
+        if self.consecutive >= self.failures:
+            self.opened_at = self.clock()
+
+    def abandoned(self, trial: bool) -> None:
+        """The request ended with no verdict (the client left): let another trial go."""
+        if trial:
+            self.trial_running = False
 
 
 @dataclass(slots=True)
