@@ -9,9 +9,9 @@ Forwarding: the targets of the decision are tried in order. On each, a replica i
 by least outstanding requests; connect errors, timeouts, 429 and 5xx (for a stream: any
 failure before its first token) are retried with exponential backoff, honouring
 ``Retry-After``, then the next target is tried. 401/403/404 from an upstream mean it is
-misconfigured: no retry, next target. Other 4xx are the client's and are returned as they
-are. Once a stream has sent its first token it is never restarted: a later failure ends
-it with an error event and ``[DONE]``.
+misconfigured: no retry, next target. Other 4xx are the client's: returned with the
+upstream's status and error fields. Once a stream has sent its first token it is never
+restarted: a later failure ends it with an error event and ``[DONE]``.
 """
 
 from __future__ import annotations
