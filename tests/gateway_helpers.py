@@ -190,12 +190,16 @@ def gateway_for(
         yield run
 
 
-def closed_port_url() -> str:
-    """An http URL on 127.0.0.1 where nothing listens (connect is refused)."""
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+        return int(probe.getsockname()[1])
+
+
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens (connect is refused)."""
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 def content_of(events: list[bytes]) -> str:

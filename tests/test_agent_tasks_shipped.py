@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ast
-import json
 import math
 import re
 from pathlib import Path
 
 import pytest
+
+from jsonl import read_jsonl
 
 DATA = Path(__file__).parent.parent / "src/llmduet/data"
 TASKS = DATA / "agent_tasks.jsonl"
@@ -35,15 +36,7 @@ UNARY_OPS = {
 
 
 def load_tasks() -> list[dict]:
-    lines = TASKS.read_text(encoding="utf-8").splitlines()
-    assert lines, "agent_tasks.jsonl is empty"
-    tasks = []
-    for number, line in enumerate(lines, start=1):
-        assert line.strip(), f"blank line {number}"
-        task = json.loads(line)
-        assert isinstance(task, dict), f"line {number} is not a JSON object"
-        tasks.append(task)
-    return tasks
+    return read_jsonl(TASKS)
 
 
 def _evaluate(node: ast.AST) -> float:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from jsonl import read_jsonl
+
 CHAT = Path(__file__).parent.parent / "src/llmduet/data/evals/chat.jsonl"
 
 TASKS = {"extraction", "classification", "summarisation", "arithmetic", "refusal"}
@@ -56,15 +58,7 @@ ARITHMETIC = {
 
 
 def load_cases() -> list[dict]:
-    lines = CHAT.read_text(encoding="utf-8").splitlines()
-    assert lines, "chat.jsonl is empty"
-    cases = []
-    for number, line in enumerate(lines, start=1):
-        assert line.strip(), f"blank line {number}"
-        case = json.loads(line)
-        assert isinstance(case, dict), f"line {number} is not a JSON object"
-        cases.append(case)
-    return cases
+    return read_jsonl(CHAT)
 
 
 def task_of(case: dict) -> str:

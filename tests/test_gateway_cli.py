@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from gateway_helpers import ALICE, Scripted, external, upstream, write_config
+from gateway_helpers import ALICE, Scripted, external, free_port, upstream, write_config
 from test_cli import assert_clean_error
 from test_cli import duet as run_duet
 
@@ -123,14 +123,6 @@ def test_an_unset_key_variable_is_named(duet_exe: str, tmp_path: Path) -> None:
         "gateway.keys.erin",
         "ERIN_GATEWAY_KEY is not set",
     )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_duet_gateway_serves_routes_and_stops_cleanly(duet_exe: str, tmp_path: Path) -> None:

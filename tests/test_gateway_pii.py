@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from jsonl import read_jsonl
 from llmduet.gateway.pii import detect, iban_valid, luhn_valid
 from llmduet.gateway.pseudonymise import Pseudonymiser
 
@@ -102,11 +103,10 @@ def test_streamed_replies_are_restored_even_when_a_placeholder_is_split(size: in
 
 
 def test_the_shipped_labeled_set_and_detection_quality_on_it() -> None:
-    import json
 
     from llmduet.data import PII_SNIPPETS
 
-    snippets = [json.loads(line) for line in PII_SNIPPETS.read_text().splitlines()]
+    snippets = read_jsonl(PII_SNIPPETS)
     assert len(snippets) >= 300 and sum(bool(s["entities"]) for s in snippets) * 2 == len(snippets)
     found = missed = extra = 0
     for snippet in snippets:

@@ -37,14 +37,13 @@ from gateway_helpers import (
     upstream,
     write_config,
 )
+from jsonl import read_jsonl
 from llmduet.data import PII_SNIPPETS
 from llmduet.gateway.pii import detect
 from llmduet.gateway.pseudonymise import Pseudonymiser
 from llmduet.testing import Reply
 
-SNIPPETS: list[dict[str, Any]] = [
-    json.loads(line) for line in PII_SNIPPETS.read_text(encoding="utf-8").splitlines()
-]
+SNIPPETS: list[dict[str, Any]] = read_jsonl(PII_SNIPPETS)
 WITH_PII = [s for s in SNIPPETS if s["entities"]]
 
 

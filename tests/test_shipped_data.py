@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
+from jsonl import read_jsonl
 from llmduet.data import HANDBOOK_DOCS, HANDBOOK_QUESTIONS
 
 
 def load_questions() -> list[dict]:
-    return [json.loads(line) for line in HANDBOOK_QUESTIONS.read_text().splitlines() if line]
+    return read_jsonl(HANDBOOK_QUESTIONS)
 
 
 def test_corpus_has_the_promised_shape() -> None:

@@ -36,6 +36,11 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
+def is_loopback(url: str) -> bool:
+    """Does ``url`` point at this machine?"""
+    return urlparse(url).hostname in _LOOPBACK_HOSTS
+
+
 class ModelSpec(BaseModel):
     """One registered model: where it runs and how to reach it."""
 
@@ -69,8 +74,7 @@ class ModelSpec(BaseModel):
             return self.location
         if self.provider == "llamacpp":
             return "local"
-        host = urlparse(self.base_url).hostname if self.base_url else None
-        return "local" if host in _LOOPBACK_HOSTS else "external"
+        return "local" if self.base_url and is_loopback(self.base_url) else "external"
 
 
 class TokenPrice(BaseModel):

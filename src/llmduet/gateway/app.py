@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from llmduet.gateway.service import Caller, Gateway, JSONReply, StreamReply
-from llmduet.serve.app import add_openai_error_handlers
-from llmduet.serve.errors import ServingError
+from llmduet.serve.app import add_openai_error_handlers, send_error
+from llmduet.serve.errors import ServingError, invalid_request
 from llmduet.serve.protocol import ErrorResponse, StreamOptions
 
 log = logging.getLogger("llmduet.gateway")
@@ -78,19 +78,6 @@ async def _send_json(send: Send, status: int, body: bytes, headers: Any = ()) ->
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, error: ServingError) -> None:
-    body = json.dumps(error.body().model_dump()).encode()
-    await _send_json(send, error.status, body, error.headers)
-
-
-def _invalid(exc: ValidationError) -> ServingError:
-    first = exc.errors()[0]
-    if first.get("type") == "json_invalid":
-        return ServingError(400, f"the request body is not valid JSON: {first.get('msg')}")
-    param = ".".join(str(part) for part in first.get("loc", ())) or None
-    return ServingError(400, f"{param + ': ' if param else ''}{first.get('msg')}", param=param)
-
-
 class GatewayASGI:
     """Routes the gateway's endpoints; hands every other request to ``fallback``."""
 
@@ -118,11 +105,11 @@ class GatewayASGI:
         try:
             await handler(scope, receive, send)
         except ServingError as exc:
-            await _send_error(send, exc)
+            await send_error(send, exc)
         except Exception as exc:  # a bug: say so, OpenAI-shaped, and log the traceback
             log.exception("unexpected error on %s", scope["path"])
             error = ServingError(500, f"internal error: {type(exc).__name__}", type="server_error")
-            await _send_error(send, error)
+            await send_error(send, error)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -174,7 +161,7 @@ class GatewayASGI:
         try:
             model.model_validate(body)
         except ValidationError as exc:
-            raise _invalid(exc) from None
+            raise invalid_request(exc.errors()) from None
         headers = {
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in scope["headers"]

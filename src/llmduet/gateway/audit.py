@@ -86,6 +86,44 @@ class AuditRecord:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(AuditRecord))
 
+#: Each column's kind and whether it may be NULL; the dialects map kinds to their types.
+COLUMN_KINDS: dict[str, tuple[str, bool]] = {
+    "ts": ("real", False),
+    "request_id": ("text", False),
+    "key": ("text", True),
+    "team": ("text", True),
+    "route": ("text", False),
+    "rule": ("text", False),
+    "target": ("text", True),
+    "location": ("text", True),
+    "pii_types": ("text", False),
+    "privacy_action": ("text", True),
+    "prompt_tokens": ("count", False),
+    "completion_tokens": ("count", False),
+    "cost_usd": ("real", True),
+    "latency_ms": ("real", False),
+    "ttft_ms": ("real", True),
+    "status": ("int", False),
+    "error": ("text", True),
+    "stream": ("bool", False),
+    "attempts": ("int", False),
+}
+assert tuple(COLUMN_KINDS) == COLUMNS, "every AuditRecord field needs a column kind"
+
+
+def schema(types: dict[str, str]) -> list[str]:
+    """CREATE statements of the table and its indexes, with ``types`` per column kind."""
+    columns = ",\n".join(
+        f"    {name} {types[kind]}{'' if nullable else ' NOT NULL'}"
+        + (" DEFAULT ''" if name == "pii_types" else "")
+        for name, (kind, nullable) in COLUMN_KINDS.items()
+    )
+    return [
+        f"CREATE TABLE IF NOT EXISTS {TABLE} (\n{columns}\n)",
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts)",
+        f"CREATE INDEX IF NOT EXISTS {TABLE}_team ON {TABLE} (team)",
+    ]
+
 
 @dataclass(frozen=True, slots=True)
 class TeamSpend:
@@ -494,31 +532,10 @@ class AuditLog:
 
 # -- SQLite ------------------------------------------------------------------------------
 
-SQLITE_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    ts REAL NOT NULL,
-    request_id TEXT NOT NULL,
-    key TEXT,
-    team TEXT,
-    route TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    target TEXT,
-    location TEXT,
-    pii_types TEXT NOT NULL DEFAULT '',
-    privacy_action TEXT,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    cost_usd REAL,
-    latency_ms REAL NOT NULL,
-    ttft_ms REAL,
-    status INTEGER NOT NULL,
-    error TEXT,
-    stream INTEGER NOT NULL,
-    attempts INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts);
-CREATE INDEX IF NOT EXISTS {TABLE}_team ON {TABLE} (team);
-"""
+SQLITE_SCHEMA = ";\n".join(
+    schema({"real": "REAL", "text": "TEXT", "int": "INTEGER", "count": "INTEGER",
+            "bool": "INTEGER"})
+) + ";"  # fmt: skip
 
 
 class SQLiteAuditLog(AuditLog):
@@ -608,32 +625,10 @@ class SQLiteAuditLog(AuditLog):
 
 # -- PostgreSQL --------------------------------------------------------------------------
 
-POSTGRES_SCHEMA = (
-    f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
-    ts DOUBLE PRECISION NOT NULL,
-    request_id TEXT NOT NULL,
-    key TEXT,
-    team TEXT,
-    route TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    target TEXT,
-    location TEXT,
-    pii_types TEXT NOT NULL DEFAULT '',
-    privacy_action TEXT,
-    prompt_tokens BIGINT NOT NULL,
-    completion_tokens BIGINT NOT NULL,
-    cost_usd DOUBLE PRECISION,
-    latency_ms DOUBLE PRECISION NOT NULL,
-    ttft_ms DOUBLE PRECISION,
-    status INTEGER NOT NULL,
-    error TEXT,
-    stream BOOLEAN NOT NULL,
-    attempts INTEGER NOT NULL
-)""",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_team ON {TABLE} (team)",
-)
+POSTGRES_SCHEMA = schema(
+    {"real": "DOUBLE PRECISION", "text": "TEXT", "int": "INTEGER", "count": "BIGINT",
+     "bool": "BOOLEAN"}
+)  # fmt: skip
 SCHEMA_LOCK = 0x64756574  # pg_advisory_xact_lock key: instances starting together
 
 

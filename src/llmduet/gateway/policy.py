@@ -9,7 +9,7 @@ a reason in words, which is what ``duet gateway --explain`` prints and the audit
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llmduet.config.gateway import PrivacyAction, RouteSpec, RuleSpec
 from llmduet.errors import ConfigError
@@ -93,13 +93,24 @@ def _check(rule: RuleSpec, features: Features) -> tuple[bool, str]:
     return True, "; ".join(reasons) or "the rule sets no condition"
 
 
+def chosen_targets(spec: RouteSpec) -> list[str]:
+    """Every target the route or one of its rules can choose, in order, once each."""
+    named = [*spec.targets, *(t for rule in spec.rules for t in rule.targets or ())]
+    return list(dict.fromkeys(named))
+
+
+def all_targets(spec: RouteSpec) -> list[str]:
+    """:func:`chosen_targets` and the route's ``local`` list: every upstream it may use."""
+    return list(dict.fromkeys([*chosen_targets(spec), *(spec.local or ())]))
+
+
 class RoutePolicy:
     """One route's rules, with the locations of its targets resolved."""
 
     def __init__(self, name: str, spec: RouteSpec, locations: Mapping[str, str]) -> None:
         self.name = name
         self.spec = spec
-        named = [*spec.targets, *(t for rule in spec.rules for t in rule.targets or ())]
+        named = chosen_targets(spec)
         for target in [*named, *(spec.local or ())]:
             if target not in locations:
                 raise ConfigError(
@@ -112,7 +123,7 @@ class RoutePolicy:
             if remote:
                 raise ConfigError(f"gateway.routes.{name}.local: '{remote[0]}' is external")
         else:
-            local = [t for t in dict.fromkeys(named) if locations[t] == "local"]
+            local = [t for t in named if locations[t] == "local"]
             local = local or [t for t, where in locations.items() if where == "local"]
         self.local_targets = tuple(local)
         self.locations = dict(locations)
@@ -168,14 +179,9 @@ class RoutePolicy:
                 targets = targets or self.local_targets
         return Decision(self.name, rule, reason, targets, privacy, tuple(not_fired))
 
-    def downgraded(self, decision: Decision) -> Decision:
-        """The same decision sent to the local targets only (over budget)."""
+    def downgraded(self, decision: Decision, why: str) -> Decision:
+        """The same decision sent to the local targets only, saying ``why``."""
         local = tuple(t for t in decision.targets if self.locations[t] == "local")
-        return Decision(
-            decision.route,
-            decision.rule,
-            f"{decision.reason}; over budget, downgraded to local",
-            local or self.local_targets,
-            decision.privacy_action,
-            decision.not_fired,
+        return replace(
+            decision, reason=f"{decision.reason}; {why}", targets=local or self.local_targets
         )

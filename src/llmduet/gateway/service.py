@@ -27,7 +27,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import aiohttp
@@ -38,7 +38,13 @@ from llmduet.gateway.audit import AuditLog, AuditRecord, open_audit
 from llmduet.gateway.limits import Admission, Budget, BudgetLedger
 from llmduet.gateway.metrics import GatewayMetrics
 from llmduet.gateway.pii import TYPES, detect
-from llmduet.gateway.policy import Decision, Features, RoutePolicy, estimate_tokens
+from llmduet.gateway.policy import (
+    Decision,
+    Features,
+    RoutePolicy,
+    all_targets,
+    estimate_tokens,
+)
 from llmduet.gateway.pseudonymise import Pseudonymiser, map_texts, request_texts
 from llmduet.gateway.relay import (
     DONE,
@@ -214,7 +220,7 @@ class Gateway:
                 "no gateway routes: add [gateway.routes.NAME] with `targets` to duet.toml "
                 "(see the README's gateway section)"
             )
-        names = {t for route in self.spec.routes.values() for t in _targets_of(route)}
+        names = {t for route in self.spec.routes.values() for t in all_targets(route)}
         self.upstreams = {name: build_upstream(name, settings) for name in sorted(names)}
         locations = {name: upstream.location for name, upstream in self.upstreams.items()}
         self.routes = {
@@ -432,7 +438,15 @@ class Gateway:
         self, body: Mapping[str, Any], caller: Caller | None, headers: Mapping[str, str]
     ) -> tuple[Decision, Features]:
         """Which rule fires for this chat request and why (``duet gateway --explain``)."""
-        policy = self._policy(body)
+        return self._decide(self._policy(body), body, caller, headers)
+
+    def _decide(
+        self,
+        policy: RoutePolicy,
+        body: Mapping[str, Any],
+        caller: Caller | None,
+        headers: Mapping[str, str],
+    ) -> tuple[Decision, Features]:
         messages = body.get("messages")
         count = len(messages) if isinstance(messages, list) else 0
         features = self.features(request_texts(body), count, caller, headers)
@@ -446,7 +460,7 @@ class Gateway:
         trace = _Trace(route=self._route_name(body), caller=caller, stream=stream)
         with self._failures_recorded(trace):
             policy = self._policy(body)
-            decision, features = self.decide(body, caller, headers)
+            decision, features = self._decide(policy, body, caller, headers)
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             max_output = limit if isinstance(limit, int) and limit > 0 else 0
             decision = self._admit(policy, decision, features, trace, max_output)
@@ -481,15 +495,8 @@ class Gateway:
             features = self.features(request_texts(body), 0, caller, headers)
             decision = policy.decide(features)
             if decision.privacy_action == "pseudonymise":
-                decision = policy.downgraded(decision)
-                decision = Decision(
-                    decision.route,
-                    decision.rule,
-                    f"{decision.reason}; embeddings with private data stay local",
-                    decision.targets,
-                    "route_local",
-                    decision.not_fired,
-                )
+                why = "embeddings with private data stay local"
+                decision = replace(policy.downgraded(decision, why), privacy_action="route_local")
             decision = self._admit(policy, decision, features, trace)
             opened = await self._open(trace, decision, body, "/embeddings", False)
             return await self._complete(opened, trace)
@@ -517,7 +524,7 @@ class Gateway:
         dead = [
             route
             for route, policy in self.routes.items()
-            if not any(self.upstreams[t].available for t in _targets_of(policy.spec))
+            if not any(self.upstreams[t].available for t in all_targets(policy.spec))
         ]
         status = "down" if len(dead) == len(self.routes) else "degraded" if dead else "ok"
         body = {"status": status, "routes_without_upstream": dead, "upstreams": upstreams}
@@ -555,7 +562,7 @@ class Gateway:
         limit = verdict.limit or "budget"
         if policy.spec.over_budget == "downgrade":
             self.metrics.budget_refusals.labels(limit, "downgraded").inc()
-            decision = policy.downgraded(decision)
+            decision = policy.downgraded(decision, "over budget, downgraded to local")
             trace.rule = f"{decision.rule} (over {limit}: downgraded)"
             return decision
         self.metrics.budget_refusals.labels(limit, "rejected").inc()
@@ -841,15 +848,10 @@ class Gateway:
             self.ledger.settle(trace.admission, trace.prompt_tokens, None)
             trace.admission = None
         trace.status, trace.error = status, error
-        self.metrics.requests.labels(
-            trace.route if trace.route in self.routes else "other",
-            trace.target or "none",
-            trace.location or "none",
-            str(status),
-        ).inc()
-        self.metrics.duration.labels(
-            trace.route if trace.route in self.routes else "other"
-        ).observe(trace.elapsed_ms() / 1000.0)
+        route = trace.route if trace.route in self.routes else "other"
+        where = (trace.target or "none", trace.location or "none")
+        self.metrics.requests.labels(route, *where, str(status)).inc()
+        self.metrics.duration.labels(route).observe(trace.elapsed_ms() / 1000.0)
         if self._audit is not None:
             self._audit.write(trace.record())
 
@@ -896,8 +898,3 @@ def _where(trace: _Trace) -> dict[str, str]:
         "x-duet-location": trace.location or "",
         "x-duet-request-id": trace.request_id,
     }
-
-
-def _targets_of(route: Any) -> list[str]:
-    named = [*route.targets, *(t for rule in route.rules for t in rule.targets or ())]
-    return list(dict.fromkeys([*named, *(route.local or ())]))

@@ -16,12 +16,11 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from llmduet.config import Settings
-from llmduet.config.settings import ModelSpec
+from llmduet.config.settings import ModelSpec, is_loopback
 from llmduet.errors import ConfigError
 from llmduet.models.pricing import CostModel, cost_model_for
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -124,8 +123,7 @@ class Upstream:
 
 
 def _location_of(urls: list[str]) -> Literal["local", "external"]:
-    hosts = {urlparse(url).hostname for url in urls}
-    return "local" if hosts <= _LOOPBACK else "external"
+    return "local" if all(is_loopback(url) for url in urls) else "external"
 
 
 def _check_url(where: str, url: str) -> str:

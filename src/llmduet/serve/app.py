@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmduet.models.llamacpp import LlamaCppBackend
-from llmduet.serve.errors import ServingError
+from llmduet.serve.errors import ServingError, invalid_request
 from llmduet.serve.metrics import ServerMetrics
 from llmduet.serve.routes import router
 from llmduet.serve.serving import ChatService, ServedModel
@@ -61,7 +60,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_error(send, self.too_large())
+            await send_error(send, self.too_large())
             return
         if declared is not None:  # within the limit: it cannot grow past what it declared
             await self.app(scope, receive, send)
@@ -78,7 +77,7 @@ class BodyLimit:
             parts.append(message.get("body", b""))
             seen += len(parts[-1])
             if seen > self.max_bytes:
-                await _send_error(send, self.too_large())
+                await send_error(send, self.too_large())
                 return
             if not message.get("more_body", False):
                 break
@@ -126,7 +125,8 @@ class CountRequests:
             self.metrics.requests.labels(path, str(status)).inc()
 
 
-async def _send_error(send: Send, error: ServingError) -> None:
+async def send_error(send: Send, error: ServingError) -> None:
+    """Answer with ``error`` straight on an ASGI ``send``, outside any framework route."""
     response = JSONResponse(
         error.body().model_dump(), status_code=error.status, headers=error.headers
     )
@@ -135,16 +135,6 @@ async def _send_error(send: Send, error: ServingError) -> None:
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    first: dict[str, Any] = exc.errors()[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    if first.get("type") == "json_invalid":
-        return f"the request body is not valid JSON: {first.get('msg')}", None
-    param = ".".join(loc) or None
-    where = f"{param}: " if param else ""
-    return f"{where}{first.get('msg')}", param
 
 
 def add_openai_error_handlers(app: FastAPI, logger: logging.Logger) -> None:
@@ -157,9 +147,8 @@ def add_openai_error_handlers(app: FastAPI, logger: logging.Logger) -> None:
         return JSONResponse(exc.body().model_dump(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return await serving_error(request, ServingError(400, message, param=param))
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await serving_error(request, invalid_request(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from llmduet import errors
 from llmduet.engine.batch import EngineClosedError, QueueFullError
 from llmduet.serve.protocol import ErrorDetail, ErrorResponse
@@ -60,3 +63,13 @@ def from_duet_error(exc: errors.DuetError) -> ServingError:
     if isinstance(exc, errors.BadRequestError):
         return ServingError(400, message)
     return ServingError(500, f"generation failed: {message}", type="server_error")
+
+
+def invalid_request(errors: Sequence[Mapping[str, Any]]) -> ServingError:
+    """A 400 naming the first problem pydantic found in a request body."""
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return ServingError(400, f"the request body is not valid JSON: {first.get('msg')}")
+    param = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or None
+    where = f"{param}: " if param else ""
+    return ServingError(400, f"{where}{first.get('msg')}", param=param)
